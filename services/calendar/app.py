@@ -1,0 +1,67 @@
+"""Calendar worker: consumes calendar.requests in group "calendar". Run: python -m services.calendar"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from faststream import FastStream
+from faststream.redis import RedisBroker
+from pydantic import BaseModel
+
+from services.calendar.service import AvailabilityService
+from services.calendar.store import CalendarStore, load_calendars
+from shared import streams
+from shared.messages import DomainError, Envelope, ErrorCode, Reply
+from shared.redis import connect
+from shared.settings import Settings
+from shared.tools import FetchFreeSlots
+from shared.worker import Handled, Handler, StreamWorker
+
+log = logging.getLogger(__name__)
+
+
+def make_handler(service: AvailabilityService) -> Handler:
+    async def handle(envelope: Envelope, redelivered: bool) -> Handled:
+        result: BaseModel
+        if envelope.type == "fetch_free_slots":
+            result = await service.fetch_free_slots(envelope, FetchFreeSlots.model_validate(envelope.payload))
+        elif envelope.type == "describe_calendars":
+            result = await service.describe(envelope.tenant_id)
+        else:
+            raise DomainError(ErrorCode.unknown_tool, f"The calendar service does not handle {envelope.type}.")
+        return Handled(
+            reply=Reply(
+                correlation_id=envelope.correlation_id,
+                message_id=envelope.message_id,
+                type=envelope.type,
+                result=result.model_dump(mode="json"),
+            )
+        )
+
+    return handle
+
+
+def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
+    """Compose the worker: broker, store, service, subscribers; groups and demo data on start."""
+    broker = RedisBroker(settings.redis_url, graceful_timeout=10.0)
+    redis = connect(settings.redis_url)
+    store = CalendarStore(redis)
+    worker = StreamWorker(
+        settings, redis, streams.CALENDAR_REQUESTS, streams.CALENDAR_GROUP, make_handler(AvailabilityService(store))
+    )
+    worker.register(broker)
+    app = FastStream(broker)
+
+    @app.on_startup
+    async def prepare() -> None:
+        await streams.ensure_groups(redis)
+        if settings.seed_calendars_file:
+            for calendar in load_calendars(Path(settings.seed_calendars_file)):
+                await store.put(calendar, only_if_new=True)
+
+    @app.after_shutdown
+    async def close() -> None:
+        await redis.aclose()
+
+    return broker, app

@@ -1,0 +1,127 @@
+"""Checks on what the model says and does. Each is small, pure and tested alone.
+
+- `find_leaks`: the user-facing text must hold no JSON, internal ids, tool or stream names,
+  or legacy markers such as BOOKING_CONFIRMATION.
+- `find_false_claim`: the text must not say a booking was made, cancelled or moved unless
+  that effect was committed in this turn.
+- `confirms`: a write runs only when the user's latest message confirms the proposed slot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared import streams
+from shared.tools import TOOLS
+
+_NAMES = sorted(
+    {*TOOLS, streams.CALENDAR_REQUESTS, streams.BOOKING_COMMANDS, streams.BOOKING_EVENTS, streams.DEAD_LETTERS},
+    key=len,
+    reverse=True,
+)
+LEAK_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("legacy marker", re.compile(r"BOOKING[_ ]?CONFIRMATION\b[^\n]*", re.IGNORECASE)),
+    ("json", re.compile(r"[{\[]\s*\"[^\"\n]{1,80}\"\s*:[^\n]*")),
+    ("json", re.compile(r"\{[^{}\n]*:[^{}\n]*\}")),
+    ("internal name", re.compile("|".join(re.escape(n) for n in _NAMES), re.IGNORECASE)),
+    ("identifier", re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", re.IGNORECASE)),
+    ("identifier", re.compile(r"\b[0-9a-f]{16,}\b", re.IGNORECASE)),
+    ("identifier", re.compile(r"\bcall_[A-Za-z0-9_-]{4,}\b")),
+    ("identifier", re.compile(r"\b(?:booking_id|calendar_id|tenant_id|user_id|idempotency_key|correlation_id)\b")),
+    ("internal key", re.compile(r"\bt:\{[^}]*\}\S*")),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Leak:
+    kind: str
+    text: str
+
+
+def find_leaks(text: str) -> list[Leak]:
+    return [Leak(kind, m.group(0)) for kind, pattern in LEAK_PATTERNS for m in pattern.finditer(text)]
+
+
+def strip_leaks(text: str) -> str:
+    """Remove every leaking span; collapse the whitespace left behind."""
+    for _, pattern in LEAK_PATTERNS:
+        text = pattern.sub("", text)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip(" \n:-")
+
+
+CLAIMS: dict[str, tuple[str, ...]] = {
+    # effect -> phrases (lower case, per language) that claim it happened; kept as data.
+    "confirmed": (
+        r"\byou(?:'re| are) (?:all )?(?:booked|set|confirmed)\b",
+        r"\b(?:i(?:'ve| have)|has been|is|was) (?:now )?booked\b",
+        r"\bbooking (?:is|has been) (?:confirmed|made|created)\b",
+        r"\b(?:i(?:'ve| have)) (?:booked|scheduled|reserved)\b",
+        r"\bappointment (?:is|has been) (?:confirmed|booked|scheduled|set)\b",
+        r"\bdone\b.{0,40}\bbooked\b",
+        r"\bist gebucht\b",
+        r"\bhabe .{0,40}gebucht\b",
+    ),
+    "cancelled": (
+        r"\b(?:has been|is|was|i(?:'ve| have)) (?:now )?cancell?ed\b",
+        r"\bcancell?ation (?:is )?(?:confirmed|done)\b",
+        r"\bist storniert\b",
+    ),
+    "rescheduled": (
+        r"\b(?:has been|is|was|i(?:'ve| have)) (?:now )?(?:rescheduled|moved)\b",
+        r"\bist verschoben\b",
+    ),
+}
+_CLAIM_PATTERNS = {effect: re.compile("|".join(p), re.IGNORECASE) for effect, p in CLAIMS.items()}
+
+
+def find_false_claim(text: str, committed: Iterable[str]) -> str | None:
+    """The effect the text claims although it was not committed this turn, if any."""
+    done = set(committed)
+    for effect, pattern in _CLAIM_PATTERNS.items():
+        if effect not in done and pattern.search(text):
+            return effect
+    return None
+
+
+_YES = re.compile(
+    r"\b(yes|yeah|yep|yup|sure|ok(?:ay)?|confirm(?:ed)?|correct|please do|go ahead|book (?:it|that|me)|"
+    r"sounds good|perfect|great|that works|do it|ja|gerne|passt)\b",
+    re.IGNORECASE,
+)
+_NO = re.compile(r"\b(no|nope|not|don't|do not|cancel|wait|stop|nein|rather|instead)\b", re.IGNORECASE)
+
+
+_TIME = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s?(am|pm)\b|\b(\d{1,2})[:.](\d{2})\b", re.IGNORECASE)
+
+
+def times_named(text: str) -> set[int]:
+    """Minutes after midnight of every clock time written in the text."""
+    found = set()
+    for h12, m12, suffix, h24, m24 in _TIME.findall(text):
+        if suffix:
+            hour = int(h12) % 12 + (12 if suffix.lower() == "pm" else 0)
+            found.add(hour * 60 + int(m12 or 0))
+        else:
+            found.add(int(h24) * 60 + int(m24))
+    return found
+
+
+def confirms(user_text: str, proposal_text: str, slot_local: datetime) -> bool:
+    """True when the user's latest message says yes to this very slot.
+
+    Either the user names the slot's time themselves, or they answer an assistant message
+    that proposed exactly this one time. A message that also says no, names another time,
+    or answers a list of several times, does not confirm.
+    """
+    if not _YES.search(user_text) or _NO.search(user_text):
+        return False
+    slot_minutes = slot_local.hour * 60 + slot_local.minute
+    named = times_named(user_text)
+    if named:
+        return named == {slot_minutes}
+    return times_named(proposal_text) == {slot_minutes}

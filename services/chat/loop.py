@@ -1,0 +1,256 @@
+"""The model loop: one turn of a conversation as a bounded state machine.
+
+Every model answer leads to exactly one next step: run its tool calls and ask again, or check
+its text (leaks, false claims) and finish. Tool errors become tool results the model sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import openai
+from openai import AsyncOpenAI, omit
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCall
+from pydantic import ValidationError
+
+from services.chat import guards
+from services.chat.conversations import ConversationStore, Message
+from services.chat.prompt import system_prompt
+from services.chat.toolbus import ToolBus
+from services.chat.views import error_view, model_view
+from shared.domain import Booking, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
+from shared.messages import Envelope, ErrorCode, MessageType, ToolError
+from shared.settings import Settings
+from shared.tools import TOOLS, openai_tools
+from shared.worker import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+REWRITE_REQUEST = (
+    "Rewrite your last reply for the user in plain sentences: no JSON, ids, codes or tool names, "
+    "and do not say anything was booked, cancelled or moved unless a tool result in this conversation said so."
+)
+UNAVAILABLE = "Sorry, I can't reach the booking assistant right now. Please try again in a minute."
+GAVE_UP = "Sorry, I couldn't finish that just now. Could you say again what you'd like to book?"
+DIRECTORY_TTL_S = 30.0
+
+
+@dataclass
+class Turn:
+    """Who is speaking, in which conversation, and what they said."""
+
+    tenant_id: str
+    user_id: str
+    conversation_id: str
+    text: str
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str | None = None
+
+
+@dataclass
+class TurnResult:
+    reply: str
+    bookings: list[Booking] = field(default_factory=list)
+    suggested_slots: list[datetime] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """What happened in this turn so far."""
+
+    directory: CalendarDirectory
+    proposal: str
+    outcomes: list[BookingOutcome] = field(default_factory=list)
+    slots: list[datetime] = field(default_factory=list)
+
+    def calendar(self, calendar_id: str) -> CalendarSummary | None:
+        return next((c for c in self.directory.calendars if c.calendar_id == calendar_id), None)
+
+    @property
+    def zones(self) -> dict[str, str]:
+        return {c.calendar_id: c.timezone for c in self.directory.calendars}
+
+
+class Assistant:
+    def __init__(self, settings: Settings, client: AsyncOpenAI, bus: ToolBus, conversations: ConversationStore) -> None:
+        self.settings = settings
+        self.client = client
+        self.bus = bus
+        self.conversations = conversations
+        self.tools = openai_tools()
+        self._directories: dict[str, tuple[float, CalendarDirectory]] = {}
+
+    async def directory(self, turn: Turn) -> CalendarDirectory:
+        cached = self._directories.get(turn.tenant_id)
+        if cached and time.monotonic() - cached[0] < DIRECTORY_TTL_S:
+            return cached[1]
+        reply = await self.bus.request(
+            self._envelope(turn, "describe_calendars", {}, f"dir-{uuid.uuid4().hex}"), self.settings.tool_timeout_s
+        )
+        directory = CalendarDirectory.model_validate(reply.result or {"calendars": []})
+        if reply.error is None:
+            self._directories[turn.tenant_id] = (time.monotonic(), directory)
+        return directory
+
+    def _envelope(self, turn: Turn, kind: MessageType, payload: dict[str, Any], call_id: str) -> Envelope:
+        return Envelope(
+            idempotency_key=f"{turn.conversation_id}:{turn.turn_id}:{call_id}",
+            correlation_id=call_id,
+            tenant_id=turn.tenant_id,
+            conversation_id=turn.conversation_id,
+            user_id=turn.user_id,
+            request_id=turn.request_id,
+            type=kind,
+            payload=payload,
+            reply_to=self.bus.reply_to,
+        )
+
+    async def run(self, turn: Turn) -> TurnResult:
+        history = await self.conversations.history(turn.tenant_id, turn.conversation_id)
+        state = _State(directory=await self.directory(turn), proposal=_last_assistant_text(history))
+        new: list[Message] = [{"role": "user", "content": turn.text}]
+        system: Message = {"role": "system", "content": system_prompt(state.directory, datetime.now(UTC))}
+        reply = await self._rounds(turn, state, [system, *history], new)
+        new.append({"role": "assistant", "content": reply})
+        await self.conversations.append_turn(turn.tenant_id, turn.conversation_id, new)
+        return TurnResult(
+            reply=reply,
+            bookings=[o.booking for o in state.outcomes],
+            suggested_slots=state.slots,
+            effects=[o.status for o in state.outcomes],
+        )
+
+    async def _rounds(self, turn: Turn, state: _State, context: list[Message], new: list[Message]) -> str:
+        asked_to_rewrite = False
+        extra: list[Message] = []
+        for _ in range(self.settings.max_model_rounds):
+            try:
+                completion = await self.client.chat.completions.create(
+                    model=self.settings.openai_model,
+                    messages=cast(list[ChatCompletionMessageParam], [*context, *new, *extra]),
+                    tools=self.tools,
+                    tool_choice="auto",
+                    temperature=omit if self.settings.openai_temperature is None else self.settings.openai_temperature,
+                )
+            except openai.APIError as exc:
+                log.error("model call failed: %s", exc, extra={"conversation_id": turn.conversation_id})
+                return UNAVAILABLE
+            if not completion.choices:
+                log.error("model returned no choices")
+                return UNAVAILABLE
+            message = completion.choices[0].message
+            calls = [c for c in (message.tool_calls or []) if isinstance(c, ChatCompletionMessageToolCall)]
+            if calls:
+                new.append(
+                    {
+                        "role": "assistant",
+                        "content": message.content or None,
+                        "tool_calls": [
+                            {
+                                "id": c.id,
+                                "type": "function",
+                                "function": {"name": c.function.name, "arguments": c.function.arguments},
+                            }
+                            for c in calls
+                        ],
+                    }
+                )
+                results = await asyncio.gather(*(self._call_tool(turn, state, c) for c in calls))
+                new.extend(
+                    {"role": "tool", "tool_call_id": c.id, "content": r} for c, r in zip(calls, results, strict=True)
+                )
+                continue
+            text = (message.content or "").strip()
+            committed = [o.status for o in state.outcomes]
+            problem = guards.find_leaks(text) or guards.find_false_claim(text, committed) or not text
+            if not problem:
+                return text
+            if not asked_to_rewrite:
+                asked_to_rewrite = True
+                log.warning("reply failed the guards (%s); asking the model to rewrite", problem)
+                extra = [{"role": "assistant", "content": text}, {"role": "user", "content": REWRITE_REQUEST}]
+                continue
+            return self._safe_reply(text, state)
+        return self._safe_reply("", state)
+
+    def _safe_reply(self, text: str, state: _State) -> str:
+        """Last resort: the text without leaks, or a plain statement built from what happened."""
+        cleaned = guards.strip_leaks(text)
+        committed = [o.status for o in state.outcomes]
+        if cleaned and not guards.find_false_claim(cleaned, committed) and len(cleaned) >= 12:
+            return cleaned
+        if state.outcomes:
+            return " ".join(_describe(o, state) for o in state.outcomes)
+        return GAVE_UP
+
+    async def _call_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> str:
+        spec = TOOLS.get(call.function.name)
+        if spec is None or not spec.for_model:
+            known = ", ".join(n for n, s in TOOLS.items() if s.for_model)
+            return error_view(
+                ToolError(
+                    code=ErrorCode.unknown_tool,
+                    message=f"There is no tool {call.function.name!r}; use one of: {known}.",
+                )
+            )
+        try:
+            args = spec.args.model_validate_json(call.function.arguments or "{}")
+        except ValidationError as exc:
+            return error_view(ToolError(code=ErrorCode.invalid_arguments, message=describe_validation_error(exc)))
+        refusal = self._confirmation_gate(turn, state, call.function.name, args.model_dump())
+        if refusal is not None:
+            return error_view(refusal)
+        envelope = self._envelope(turn, spec.name, args.model_dump(mode="json"), call.id)
+        reply = await self.bus.request(envelope, self.settings.tool_timeout_s)
+        if reply.error is None and reply.result is not None:
+            if spec.name == "fetch_free_slots":
+                state.slots.extend(s.start for s in FreeSlots.model_validate(reply.result).slots)
+            elif spec.writes:
+                state.outcomes.append(BookingOutcome.model_validate(reply.result))
+        return model_view(reply, state.zones)
+
+    def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
+        """Server-side rule: with require_confirmation, a write runs only when the user's latest
+        message confirms this very slot."""
+        if name not in ("book_meeting", "reschedule_booking"):
+            return None
+        calendar = state.calendar(str(args["calendar_id"]))
+        if calendar is None or not calendar.require_confirmation:
+            return None  # unknown calendars are refused by the worker with a typed error
+        start: datetime = args["new_start"] if name == "reschedule_booking" else args["start"]
+        local = start.astimezone(ZoneInfo(calendar.timezone))
+        if guards.confirms(turn.text, state.proposal, local):
+            return None
+        return ToolError(
+            code=ErrorCode.needs_confirmation,
+            message=f"Not done yet. Ask the user to confirm {calendar.name} on {local:%a %d %b at %H:%M}; "
+            "call the tool again only after they say yes.",
+        )
+
+
+def _describe(outcome: BookingOutcome, state: _State) -> str:
+    b = outcome.booking
+    calendar = state.calendar(b.calendar_id)
+    name = calendar.name if calendar else "your calendar"
+    local = b.start.astimezone(ZoneInfo(calendar.timezone)) if calendar else b.start
+    when = f"{local:%a %d %b at %H:%M}"
+    return {
+        "confirmed": f"Your appointment with {name} on {when} is booked.",
+        "cancelled": f"Your appointment with {name} on {when} is cancelled.",
+        "rescheduled": f"Your appointment with {name} is moved to {when}.",
+    }[outcome.status]
+
+
+def _last_assistant_text(history: list[Message]) -> str:
+    for message in reversed(history):
+        if message.get("role") == "assistant" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return ""

@@ -1,0 +1,101 @@
+"""Publishes envelopes on their streams and awaits the correlated replies.
+
+Replies come back on one durable stream per chat instance (`replies:<instance>`), read by a
+single task that resolves a dict of futures. Unlike FastStream's request(), a waiting request
+holds no connection of its own, and a reply is never lost to a missed Pub/Sub message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import cast
+
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.messages import Envelope, ErrorCode, Reply, ToolError
+from shared.tools import TOOLS
+
+log = logging.getLogger(__name__)
+REPLY_STREAM_TTL_S = 24 * 3600
+
+
+class ToolBus:
+    def __init__(self, redis: Redis, broker: RedisBroker, instance_id: str, *, block_ms: int = 1000) -> None:
+        self.redis = redis
+        self.broker = broker
+        self.reply_to = streams.reply_stream(instance_id)
+        self.block_ms = block_ms
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._last_id = "$"
+
+    async def start(self) -> None:
+        await streams.ensure_groups(self.redis)
+        info = await self.redis.xinfo_stream(self.reply_to) if await self.redis.exists(self.reply_to) else None
+        self._last_id = info["last-generated-id"].decode() if info else "0-0"
+        self._reader = asyncio.create_task(self._read_replies(), name="toolbus-replies")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for future in self._pending.values():
+            future.cancel()
+
+    async def request(self, envelope: Envelope, timeout_s: float) -> Reply:
+        """Publish and wait for the reply; a timeout becomes a typed error reply."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[envelope.message_id] = future
+        try:
+            await self.broker.publish(
+                envelope.model_dump(mode="json"),
+                stream=TOOLS[envelope.type].stream,
+                correlation_id=envelope.correlation_id,
+            )
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            service = "calendar" if envelope.type in ("fetch_free_slots", "describe_calendars") else "booking system"
+            return Reply(
+                correlation_id=envelope.correlation_id,
+                message_id=envelope.message_id,
+                type=envelope.type,
+                error=ToolError(code=ErrorCode.timeout, message=f"The {service} is slow to answer; try again shortly."),
+            )
+        finally:
+            self._pending.pop(envelope.message_id, None)
+
+    async def _read_replies(self) -> None:
+        while True:
+            try:
+                batches = cast(
+                    list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                    await self.redis.xread({self.reply_to: self._last_id}, block=self.block_ms, count=500),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading replies failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in batches:
+                for entry_id, fields in entries:
+                    self._last_id = entry_id.decode()
+                    self._resolve(fields.get(streams.DATA_FIELD.encode()))
+            if batches:
+                await self.redis.expire(self.reply_to, REPLY_STREAM_TTL_S)
+
+    def _resolve(self, raw: bytes | None) -> None:
+        try:
+            reply = Reply.model_validate(json.loads(raw or b"null"))
+        except ValueError:
+            log.error("unreadable reply on %s: %r", self.reply_to, raw)
+            return
+        future = self._pending.get(reply.message_id)
+        if future is not None and not future.done():
+            future.set_result(reply)

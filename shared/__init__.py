@@ -1,0 +1,1 @@
+"""Contracts shared by every service: messages, tool models, settings, keys. No business rules."""

@@ -1,0 +1,153 @@
+"""Domain records that cross service boundaries: calendars, bookings, slot answers."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+"""Tenant, calendar and user ids: lower-case, url- and key-safe."""
+
+
+def _check_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}; use an IANA name like 'Europe/Berlin'") from exc
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
+
+
+class TimeRange(BaseModel):
+    """A local wall-clock range within one day, e.g. 09:00-12:30."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: time
+    end: time
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if self.end <= self.start:
+            raise ValueError("a time range must end after it starts")
+        return self
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Calendar(BaseModel):
+    """One bookable calendar (a person, a room) and its booking rules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calendar_id: Identifier
+    tenant_id: Identifier
+    name: str = Field(min_length=1, max_length=100)
+    timezone: TimeZoneName
+    weekly_hours: dict[Weekday, list[TimeRange]] = Field(default_factory=dict)
+    date_overrides: dict[date, list[TimeRange]] = Field(
+        default_factory=dict, description="Per-date hours replacing the weekly ones; [] = closed."
+    )
+    slot_minutes: int = Field(default=30, ge=5, le=480)
+    granularity_minutes: int = Field(default=30, ge=5, le=240)
+    buffer_before_minutes: int = Field(default=0, ge=0, le=240)
+    buffer_after_minutes: int = Field(default=0, ge=0, le=240)
+    min_notice_minutes: int = Field(default=60, ge=0)
+    horizon_days: int = Field(default=60, ge=1, le=730)
+    max_bookings_per_day: int | None = Field(default=None, ge=1)
+    require_confirmation: bool = True
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class BookingStatus(StrEnum):
+    confirmed = "confirmed"
+    cancelled = "cancelled"
+
+
+class Booking(BaseModel):
+    """A stored booking. Times are UTC at rest and shown in the calendar's zone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    booking_id: str
+    tenant_id: Identifier
+    calendar_id: Identifier
+    user_id: Identifier
+    attendee_name: str
+    participants: list[EmailStr] = Field(default_factory=list)
+    start: AwareDatetime
+    end: AwareDatetime
+    status: BookingStatus = BookingStatus.confirmed
+    created_at: AwareDatetime
+    notes: str | None = None
+
+
+class NoSlotReason(StrEnum):
+    """Why a window holds no free slot, so the model can offer an alternative."""
+
+    outside_working_hours = "outside_working_hours"
+    fully_booked = "fully_booked"
+    beyond_horizon = "beyond_horizon"
+    too_short_notice = "too_short_notice"
+    in_the_past = "in_the_past"
+
+
+class OfferedSlot(BaseModel):
+    """One free slot as offered to the model: a short reference and its local start."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    start: AwareDatetime
+
+
+class FreeSlots(BaseModel):
+    """Answer to fetch_free_slots: free starts only, never details of other people's events."""
+
+    timezone: str
+    duration_minutes: int
+    slots: list[OfferedSlot]
+    more_available: bool = False
+    reason: NoSlotReason | None = None
+    next_available: AwareDatetime | None = None
+
+
+class BookingOutcome(BaseModel):
+    """Answer to a write: the booking as it now stands."""
+
+    status: Literal["confirmed", "cancelled", "rescheduled"]
+    booking: Booking
+
+
+class BookingList(BaseModel):
+    """Answer to list_my_bookings: the caller's own bookings, upcoming first."""
+
+    bookings: list[Booking]
+
+
+class CalendarSummary(BaseModel):
+    """What the chat service needs to describe a calendar in its prompt."""
+
+    calendar_id: str
+    name: str
+    timezone: str
+    weekly_hours: dict[Weekday, list[TimeRange]]
+    slot_minutes: int
+    require_confirmation: bool
+
+
+class CalendarDirectory(BaseModel):
+    """Answer to describe_calendars."""
+
+    calendars: list[CalendarSummary]

@@ -1,0 +1,56 @@
+"""Every Redis key is spelled here, once.
+
+Keys of one tenant share the hash tag `{tenant}`, so each atomic script touches one Redis
+Cluster slot while different tenants shard across the cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeys:
+    """Key builder for one tenant."""
+
+    tenant_id: str
+
+    @property
+    def _tag(self) -> str:
+        return f"t:{{{self.tenant_id}}}"
+
+    def calendar(self, calendar_id: str) -> str:
+        """JSON of one calendar's configuration."""
+        return f"{self._tag}:cal:{calendar_id}"
+
+    def calendars(self) -> str:
+        """Set of the tenant's calendar ids."""
+        return f"{self._tag}:cals"
+
+    def calendar_bookings(self, calendar_id: str) -> str:
+        """Sorted set of a calendar's blocked intervals: score = start, member = `end|booking_id`."""
+        return f"{self._tag}:cal:{calendar_id}:busy"
+
+    def external_busy(self, calendar_id: str) -> str:
+        """Sorted set of imported busy blocks: score = start, member = `end|uid`."""
+        return f"{self._tag}:cal:{calendar_id}:ext"
+
+    def booking(self, booking_id: str) -> str:
+        """JSON of one booking."""
+        return f"{self._tag}:bk:{booking_id}"
+
+    def user_bookings(self, user_id: str) -> str:
+        """Sorted set of a user's booking ids by start time."""
+        return f"{self._tag}:user:{user_id}:bks"
+
+    def idempotency(self, key: str) -> str:
+        """The stored first result of one idempotency key."""
+        return f"{self._tag}:idem:{key}"
+
+    def conversation(self, conversation_id: str) -> str:
+        """List of a conversation's model messages (JSON)."""
+        return f"{self._tag}:conv:{conversation_id}"
+
+    def offers(self, conversation_id: str) -> str:
+        """Hash of the slots offered in one conversation: ref -> offer JSON."""
+        return f"{self._tag}:conv:{conversation_id}:offers"

@@ -1,0 +1,99 @@
+"""The envelope every stream message travels in, and the reply shape."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.domain import Identifier
+
+MessageType = Literal[
+    "fetch_free_slots",
+    "book_meeting",
+    "cancel_booking",
+    "reschedule_booking",
+    "list_my_bookings",
+    "describe_calendars",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """One command or query on a stream. `payload` holds the typed tool arguments as JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: str = Field(default_factory=lambda: uuid4().hex)
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    correlation_id: str = Field(min_length=1, max_length=200, description="The model's tool_call id.")
+    tenant_id: Identifier
+    conversation_id: str = Field(min_length=1, max_length=100)
+    user_id: Identifier
+    request_id: str | None = Field(default=None, max_length=100)
+    sent_at: AwareDatetime = Field(default_factory=utcnow)
+    type: MessageType
+    payload: dict[str, Any]
+    reply_to: str = Field(min_length=1, max_length=200, description="Stream the reply goes to.")
+
+    def payload_fingerprint(self) -> str:
+        """Digest of type + payload: the same idempotency key with another fingerprint is a conflict."""
+        canonical = json.dumps({"type": self.type, "payload": self.payload}, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ErrorCode(StrEnum):
+    """Typed errors the model can act on."""
+
+    invalid_arguments = "invalid_arguments"
+    invalid_time = "invalid_time"
+    unknown_tool = "unknown_tool"
+    unknown_calendar = "unknown_calendar"
+    outside_hours = "outside_hours"
+    slot_taken = "slot_taken"
+    not_found = "not_found"
+    window_too_large = "window_too_large"
+    idempotency_conflict = "idempotency_conflict"
+    slot_not_offered = "slot_not_offered"
+    offer_expired = "offer_expired"
+    needs_confirmation = "needs_confirmation"
+    daily_limit = "daily_limit"
+    timeout = "timeout"
+    internal = "internal"
+
+
+class ToolError(BaseModel):
+    """A typed error with a message written for the model to act on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    message: str
+
+
+class Reply(BaseModel):
+    """The answer to one envelope, correlated by `correlation_id`: a result or an error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    correlation_id: str
+    message_id: str
+    type: MessageType
+    result: dict[str, Any] | None = None
+    error: ToolError | None = None
+
+
+class DomainError(Exception):
+    """Raised by service logic for an expected, typed failure that becomes an error reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error = ToolError(code=code, message=message)

@@ -1,0 +1,50 @@
+"""One settings object for every process, read from the environment or a `.env` file."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field maps to an upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = 60.0
+    openai_max_retries: int = 2
+    openai_temperature: float | None = None
+
+    instance_id: str = Field(default_factory=_default_instance)
+    default_tenant: str = "demo"
+    tool_timeout_s: float = 10.0
+    max_model_rounds: int = 6
+    conversation_ttl_s: int = 7 * 24 * 3600
+    max_history_turns: int = 20
+
+    idempotency_ttl_s: int = 48 * 3600
+    visibility_timeout_ms: int = 30_000
+    max_delivery_attempts: int = 5
+    batch_size: int = 100
+    block_ms: int = 1_000
+
+    seed_calendars_file: str | None = "services/calendar/demo_calendars.json"
+    """Calendars created at worker start when missing (the demo set by default; empty to skip)."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,118 @@
+"""Tool argument models: one Pydantic model per tool yields its strict JSON schema for the
+model, the payload of its stream message, and its validation. No schema is written by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any, Final
+
+from openai import pydantic_function_tool
+from openai.types.chat import ChatCompletionFunctionToolParam
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+
+from shared import streams
+from shared.domain import Identifier
+from shared.messages import MessageType
+
+Minutes = Annotated[int, Field(ge=5, le=480)]
+
+
+class ToolArgs(BaseModel):
+    """Base of every tool's arguments: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FetchFreeSlots(ToolArgs):
+    """Find free appointment slots. Always call this before booking and offer only its slots."""
+
+    calendar_ids: list[Identifier] = Field(
+        min_length=1, max_length=5, description="Calendar ids; several ids = times when all are free."
+    )
+    date_from: date = Field(description="First day to search, YYYY-MM-DD.")
+    date_to: date = Field(description="Last day to search (inclusive), YYYY-MM-DD.")
+    duration_minutes: Minutes | None = Field(description="Meeting length; null for the calendar's default.")
+    timezone: str | None = Field(description="IANA zone to show times in; null for the calendar's zone.")
+
+
+class BookMeeting(ToolArgs):
+    """Book a slot that fetch_free_slots offered, only after the user confirmed that exact slot."""
+
+    calendar_id: Identifier = Field(description="Calendar id of the offered slot.")
+    start: AwareDatetime = Field(description="Start exactly as offered, ISO 8601 with UTC offset.")
+    duration_minutes: Minutes | None = Field(description="Meeting length; null for the calendar's default.")
+    attendee_name: str = Field(min_length=1, max_length=100, description="Name of the person attending.")
+    participants: list[EmailStr] = Field(max_length=10, description="E-mail addresses to invite; may be empty.")
+
+
+class CancelBooking(ToolArgs):
+    """Cancel one of the user's own bookings, identified by its calendar and start time."""
+
+    calendar_id: Identifier = Field(description="Calendar id of the booking.")
+    start: AwareDatetime = Field(description="Start of the booking, ISO 8601 with UTC offset.")
+
+
+class RescheduleBooking(ToolArgs):
+    """Move one of the user's own bookings to a new offered slot, after the user confirmed it."""
+
+    calendar_id: Identifier = Field(description="Calendar id of the booking.")
+    start: AwareDatetime = Field(description="Current start of the booking, ISO 8601 with UTC offset.")
+    new_start: AwareDatetime = Field(description="New start exactly as offered, ISO 8601 with UTC offset.")
+
+
+class ListMyBookings(ToolArgs):
+    """List the user's own bookings, upcoming first."""
+
+    include_past: bool = Field(description="Also list bookings that already ended.")
+
+
+class DescribeCalendars(ToolArgs):
+    """Internal: the tenant's calendars, for the system prompt. Not offered to the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """Where a message type goes and whether it writes."""
+
+    name: MessageType
+    args: type[ToolArgs]
+    stream: str
+    writes: bool
+    for_model: bool = True
+
+
+TOOLS: Final[dict[str, ToolSpec]] = {
+    spec.name: spec
+    for spec in (
+        ToolSpec("fetch_free_slots", FetchFreeSlots, streams.CALENDAR_REQUESTS, writes=False),
+        ToolSpec("book_meeting", BookMeeting, streams.BOOKING_COMMANDS, writes=True),
+        ToolSpec("cancel_booking", CancelBooking, streams.BOOKING_COMMANDS, writes=True),
+        ToolSpec("reschedule_booking", RescheduleBooking, streams.BOOKING_COMMANDS, writes=True),
+        ToolSpec("list_my_bookings", ListMyBookings, streams.BOOKING_COMMANDS, writes=False),
+        ToolSpec("describe_calendars", DescribeCalendars, streams.CALENDAR_REQUESTS, writes=False, for_model=False),
+    )
+}
+
+
+def _compact(schema: Any) -> Any:
+    """Drop `title` keys and the repeated top-level description: tokens the model never needs."""
+    if isinstance(schema, dict):
+        return {k: _compact(v) for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_compact(v) for v in schema]
+    return schema
+
+
+def openai_tools() -> list[ChatCompletionFunctionToolParam]:
+    """The strict function-tool definitions offered to the model, generated from the models."""
+    tools: list[ChatCompletionFunctionToolParam] = []
+    for spec in TOOLS.values():
+        if not spec.for_model:
+            continue
+        tool = pydantic_function_tool(spec.args, name=spec.name, description=(spec.args.__doc__ or "").strip())
+        params = _compact(tool["function"].get("parameters", {}))
+        params.pop("description", None)
+        tool["function"]["parameters"] = params
+        tools.append(tool)
+    return tools
