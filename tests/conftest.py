@@ -4,7 +4,7 @@ server, and the whole system (both workers and the chat API) started in-process.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +21,9 @@ from shared.settings import Settings
 from tests.support.redis_server import redis_base_url
 from tests.support.scripted_model import ScriptedModel
 
-_databases = itertools.cycle(range(1, 16))
+# One logical database per test process (flushed around every test), so two test runs on one
+# machine rarely share one; REDIS_TEST_DB pins it.
+_DATABASE = int(os.environ.get("REDIS_TEST_DB", 1 + os.getpid() % 15))
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +36,7 @@ def redis_server() -> Iterator[str]:
 
 @pytest.fixture
 async def redis_url(redis_server: str) -> AsyncIterator[str]:
-    url = f"{redis_server}/{next(_databases)}"
+    url = f"{redis_server}/{_DATABASE}"
     client = Redis.from_url(url)
     await client.flushdb()
     yield url

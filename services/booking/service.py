@@ -54,6 +54,9 @@ class BookingService:
 
     async def book(self, envelope: Envelope, args: BookMeeting) -> tuple[BookingOutcome, bool]:
         """Returns the outcome and whether this call created it (False: replay or existing)."""
+        replay = await self._replay(envelope)
+        if replay is not None:
+            return replay, False
         calendar = await self._calendar(envelope.tenant_id, args.calendar_id)
         minutes = args.duration_minutes or calendar.slot_minutes
         day = await self._check_bookable(calendar, args.start, minutes, envelope.tenant_id)
@@ -71,7 +74,14 @@ class BookingService:
         )
         outcome = BookingOutcome(status="confirmed", booking=booking)
         result = await self.store.book(
-            envelope.idempotency_key, envelope.payload_fingerprint(), booking, outcome.model_dump_json(), calendar, day
+            envelope.idempotency_key,
+            envelope.payload_fingerprint(),
+            booking,
+            outcome.model_dump_json(),
+            calendar,
+            day,
+            envelope.conversation_id,
+            slots.epoch(self.clock.now(UTC)),
         )
         if result.status == "existing":
             return BookingOutcome(status="confirmed", booking=Booking.model_validate_json(result.payload)), False
@@ -119,12 +129,14 @@ class BookingService:
             outcome.model_dump_json(),
             calendar,
             day,
+            envelope.conversation_id,
+            slots.epoch(self.clock.now(UTC)),
         )
         return _outcome(result), result.status == "created"
 
     async def _replay(self, envelope: Envelope) -> BookingOutcome | None:
-        """A retried cancel or reschedule answers from its stored result before any lookup
-        (the booking it names may have moved since, because of this very command)."""
+        """A retried command answers from its stored result before any check: time has moved on
+        and the booking it names may have changed since, because of this very command."""
         stored = await self.store.stored_result(envelope.tenant_id, envelope.idempotency_key)
         if stored is None:
             return None
@@ -153,6 +165,13 @@ def _outcome(result: ScriptResult) -> BookingOutcome:
             )
         case "daily_limit":
             raise DomainError(ErrorCode.daily_limit, "That day is fully booked; offer another day.")
+        case "not_offered":
+            raise DomainError(
+                ErrorCode.slot_not_offered,
+                "That time was not offered in this conversation; call fetch_free_slots and offer one of its slots.",
+            )
+        case "offer_expired":
+            raise DomainError(ErrorCode.offer_expired, "That offer has expired; check availability again.")
         case "changed":
             raise DomainError(ErrorCode.not_found, "That booking changed meanwhile; list your bookings again.")
     raise RuntimeError(f"unexpected script status {result.status!r}")

@@ -20,7 +20,7 @@ LOOKBACK_S = 2 * 86_400
 @dataclass(frozen=True, slots=True)
 class ScriptResult:
     status: str
-    """created | replayed | existing | conflict | slot_taken | daily_limit | changed"""
+    """created | replayed | existing | conflict | slot_taken | daily_limit | changed | not_offered | offer_expired"""
     payload: str
 
 
@@ -77,6 +77,8 @@ class BookingStore:
         result_json: str,
         calendar: Calendar,
         day: tuple[int, int],
+        conversation_id: str,
+        now: int,
     ) -> ScriptResult:
         keys = TenantKeys(booking.tenant_id)
         out = await self._book(
@@ -85,6 +87,7 @@ class BookingStore:
                 keys.calendar_bookings(booking.calendar_id),
                 keys.booking(booking.booking_id),
                 keys.user_bookings(booking.user_id),
+                keys.offers(conversation_id),
             ],
             args=[
                 fingerprint,
@@ -102,6 +105,8 @@ class BookingStore:
                 calendar.max_bookings_per_day or 0,
                 day[0],
                 day[1],
+                f"{booking.calendar_id}|{int(booking.start.timestamp())}",
+                now,
             ],
         )
         return _result(out)
@@ -138,6 +143,8 @@ class BookingStore:
         result_json: str,
         calendar: Calendar,
         day: tuple[int, int],
+        conversation_id: str,
+        now: int,
     ) -> ScriptResult:
         keys = TenantKeys(current.tenant_id)
         out = await self._reschedule(
@@ -146,6 +153,7 @@ class BookingStore:
                 keys.calendar_bookings(current.calendar_id),
                 keys.booking(current.booking_id),
                 keys.user_bookings(current.user_id),
+                keys.offers(conversation_id),
             ],
             args=[
                 fingerprint,
@@ -164,6 +172,8 @@ class BookingStore:
                 calendar.max_bookings_per_day or 0,
                 day[0],
                 day[1],
+                f"{moved.calendar_id}|{int(moved.start.timestamp())}",
+                now,
             ],
         )
         return _result(out)

@@ -33,6 +33,7 @@ class ToolBus:
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._last_id = "$"
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         await streams.ensure_groups(self.redis)
@@ -41,10 +42,16 @@ class ToolBus:
         self._reader = asyncio.create_task(self._read_replies(), name="toolbus-replies")
 
     async def stop(self) -> None:
+        """Let the reader finish its current blocking read rather than cancel it mid-read
+        (cancelling redis-py inside a blocking XREAD can hang on the connection)."""
+        self._stopping.set()
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), self.block_ms / 1000 + 2)
+            except TimeoutError:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
         for future in self._pending.values():
             future.cancel()
 
@@ -71,7 +78,7 @@ class ToolBus:
             self._pending.pop(envelope.message_id, None)
 
     async def _read_replies(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 batches = cast(
                     list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],

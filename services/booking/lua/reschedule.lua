@@ -1,14 +1,19 @@
 -- Move one booking atomically: the new slot is taken and the old one freed in one step, or nothing changes.
--- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset
+-- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
+--       5 offers hash of the conversation
 -- ARGV: 1 fingerprint, 2 result json, 3 old busy member, 4 new core start, 5 new core end,
 --       6 buffer before, 7 buffer after, 8 lookback, 9 idempotency ttl, 10 expected current json,
---       11 moved booking json, 12 booking id, 13 user id, 14 cap per day (0 none), 15 day start, 16 day end
+--       11 moved booking json, 12 booking id, 13 user id, 14 cap per day (0 none), 15 day start, 16 day end,
+--       17 offer field `calendar|new start`, 18 now (epoch s)
 local seen = redis.call('HMGET', KEYS[1], 'fp', 'result')
 if seen[1] then
   if seen[1] ~= ARGV[1] then return {'conflict', seen[1]} end
   return {'replayed', seen[2]}
 end
 if redis.call('GET', KEYS[3]) ~= ARGV[10] then return {'changed', ''} end
+local expires = redis.call('HGET', KEYS[5], ARGV[17])
+if not expires then return {'not_offered', ''} end
+if tonumber(expires) < tonumber(ARGV[18]) then return {'offer_expired', ''} end
 
 local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
 local before, after = tonumber(ARGV[6]), tonumber(ARGV[7])
