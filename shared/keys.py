@@ -51,6 +51,10 @@ class TenantKeys:
         """List of a conversation's model messages (JSON)."""
         return f"{self._tag}:conv:{conversation_id}"
 
+    def http_request(self, scoped_key: str) -> str:
+        """The stored response of one HTTP request by its Idempotency-Key."""
+        return f"{self._tag}:req:{scoped_key}"
+
     def offers(self, conversation_id: str) -> str:
         """Hash of the slots offered in one conversation: ref -> offer JSON."""
         return f"{self._tag}:conv:{conversation_id}:offers"

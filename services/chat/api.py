@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from services.chat.conversations import ConversationStore
-from services.chat.loop import Assistant, Turn
+from services.chat.extract import ExtractRequest, ExtractResponse, extract
+from services.chat.loop import Assistant, Turn, TurnResult
+from services.chat.replay import KeyReusedError, ResponseCache, StillRunningError, fingerprint
 from services.chat.toolbus import ToolBus
 from shared.domain import Booking, Identifier
 from shared.redis import connect
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+PAGE = FilePath(__file__).with_name("web") / "index.html"
 
-ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="Client-chosen conversation id.")]
+ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Client-chosen conversation id.")]
+IdempotencyKey = Annotated[
+    str | None, Header(min_length=1, max_length=200, description="Retries with one key run once.")
+]
 
 
 class ChatRequest(BaseModel):
@@ -39,6 +50,14 @@ class ChatResponse(BaseModel):
     reply: str
     bookings: list[Booking] = Field(description="Bookings created, moved or cancelled in this turn.")
     suggested_slots: list[datetime] = Field(description="Free slots offered in this turn, in the calendar's zone.")
+
+    @classmethod
+    def of(cls, result: TurnResult) -> ChatResponse:
+        return cls(reply=result.reply, bookings=result.bookings, suggested_slots=result.suggested_slots)
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         conversations = ConversationStore(redis, settings.conversation_ttl_s, settings.max_history_turns)
         app.state.assistant = Assistant(settings, client, bus, conversations)
-        app.state.redis = redis
+        app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s)
+        app.state.client = client
         try:
             yield
         finally:
@@ -70,32 +90,121 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Booking assistant", version="1.0.0", lifespan=lifespan)
 
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Accept the gateway's X-Request-ID (or make one) and hand it back."""
+        rid = request.headers.get("x-request-id", "")[:100] or uuid.uuid4().hex
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
+
     @app.exception_handler(RedisError)
     async def storage_unavailable(request: Request, exc: RedisError) -> JSONResponse:
         log.error("redis unavailable: %s", exc)
         return JSONResponse(status_code=503, content={"detail": "Storage is unavailable; try again shortly."})
 
-    @app.post("/v1/conversations/{conversation_id}/messages", response_model=ChatResponse)
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages",
+        response_model=ChatResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 409: {}, 422: {}},
+    )
     async def post_message(
         conversation_id: ConversationId,
         body: ChatRequest,
         request: Request,
+        stream: Annotated[bool, Query(description="Answer as Server-Sent Events.")] = False,
         x_tenant_id: Annotated[Identifier | None, Header()] = None,
         x_user_id: Annotated[Identifier | None, Header()] = None,
-        x_request_id: Annotated[str | None, Header(max_length=100)] = None,
-    ) -> ChatResponse:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        """Send the user's message; the assistant answers after any tool work it needs."""
+        tenant, user = x_tenant_id or settings.default_tenant, x_user_id or "guest"
         turn = Turn(
-            tenant_id=x_tenant_id or settings.default_tenant,
-            user_id=x_user_id or "guest",
-            conversation_id=conversation_id,
+            tenant_id=tenant,
+            user_id=user,
+            # conversations are scoped to their user: another user's id names another conversation
+            conversation_id=f"{user}.{conversation_id}",
             text=body.text,
-            request_id=x_request_id,
+            request_id=request.state.request_id,
         )
-        result = await request.app.state.assistant.run(turn)
-        return ChatResponse(reply=result.reply, bookings=result.bookings, suggested_slots=result.suggested_slots)
+        replays: ResponseCache = request.app.state.replays
+        assistant: Assistant = request.app.state.assistant
+        body_fp = fingerprint(turn.conversation_id, body.text)
+        if idempotency_key is not None:
+            turn.turn_id = fingerprint(turn.conversation_id, idempotency_key)[:32]
+            try:
+                stored = await replays.begin(tenant, turn.conversation_id, idempotency_key, body_fp)
+            except KeyReusedError:
+                raise HTTPException(422, "This Idempotency-Key was used with a different request.") from None
+            except StillRunningError:
+                raise HTTPException(409, "A request with this Idempotency-Key is still running.") from None
+            if stored is not None:
+                return _respond(ChatResponse.model_validate_json(stored), stream)
+
+        async def run(on_activity: Callable[[str], Awaitable[None]] | None = None) -> ChatResponse:
+            try:
+                response = ChatResponse.of(await assistant.run(turn, on_activity))
+            except BaseException:
+                if idempotency_key is not None:
+                    await replays.abandon(tenant, turn.conversation_id, idempotency_key)
+                raise
+            if idempotency_key is not None:
+                await replays.finish(tenant, turn.conversation_id, idempotency_key, body_fp, response.model_dump_json())
+            return response
+
+        if not stream:
+            return JSONResponse(content=(await run()).model_dump(mode="json"))
+        return StreamingResponse(_stream_turn(run), media_type="text/event-stream")
+
+    @app.post("/v1/extract", response_model=ExtractResponse)
+    async def post_extract(body: ExtractRequest, request: Request) -> ExtractResponse:
+        """Read a booking request out of free text (structured outputs; no booking is made)."""
+        return await extract(request.app.state.client, settings, body.text)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
     return app
+
+
+def _respond(response: ChatResponse, stream: bool) -> Response:
+    if not stream:
+        return JSONResponse(content=response.model_dump(mode="json"))
+
+    async def replay() -> AsyncIterator[str]:
+        yield _sse("done", response.model_dump_json())
+
+    return StreamingResponse(replay(), media_type="text/event-stream")
+
+
+async def _stream_turn(
+    run: Callable[[Callable[[str], Awaitable[None]]], Awaitable[ChatResponse]],
+) -> AsyncIterator[str]:
+    """Activity events while tools run, then the reply's words, then the structured outcome.
+
+    The reply is streamed only after it passed the guards: no unchecked token reaches the user.
+    """
+    events: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def on_activity(kind: str) -> None:
+        await events.put(_sse("activity", json.dumps({"activity": kind})))
+
+    async def produce() -> ChatResponse:
+        try:
+            return await run(on_activity)
+        finally:
+            await events.put(None)
+
+    task = asyncio.create_task(produce())
+    while (event := await events.get()) is not None:
+        yield event
+    response = await task
+    for piece in re.split(r"(?<= )", response.reply):
+        yield _sse("token", json.dumps({"text": piece}))
+    yield _sse("done", response.model_dump_json())

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -32,6 +33,15 @@ from shared.tools import TOOLS, openai_tools
 from shared.worker import describe_validation_error
 
 log = logging.getLogger(__name__)
+
+ActivityCallback = Callable[[str], Awaitable[None]]
+ACTIVITIES = {
+    "fetch_free_slots": "checking_availability",
+    "book_meeting": "booking",
+    "cancel_booking": "cancelling",
+    "reschedule_booking": "rescheduling",
+    "list_my_bookings": "listing_bookings",
+}
 
 REWRITE_REQUEST = (
     "Rewrite your last reply for the user in plain sentences: no JSON, ids, codes or tool names, "
@@ -70,6 +80,7 @@ class _State:
     proposal: str
     outcomes: list[BookingOutcome] = field(default_factory=list)
     slots: list[datetime] = field(default_factory=list)
+    on_activity: ActivityCallback | None = None
 
     def calendar(self, calendar_id: str) -> CalendarSummary | None:
         return next((c for c in self.directory.calendars if c.calendar_id == calendar_id), None)
@@ -113,9 +124,12 @@ class Assistant:
             reply_to=self.bus.reply_to,
         )
 
-    async def run(self, turn: Turn) -> TurnResult:
+    async def run(self, turn: Turn, on_activity: ActivityCallback | None = None) -> TurnResult:
+        """Run one turn; `on_activity` hears which kind of tool work is under way (no data)."""
         history = await self.conversations.history(turn.tenant_id, turn.conversation_id)
-        state = _State(directory=await self.directory(turn), proposal=_last_assistant_text(history))
+        state = _State(
+            directory=await self.directory(turn), proposal=_last_assistant_text(history), on_activity=on_activity
+        )
         new: list[Message] = [{"role": "user", "content": turn.text}]
         system: Message = {"role": "system", "content": system_prompt(state.directory, datetime.now(UTC))}
         reply = await self._rounds(turn, state, [system, *history], new)
@@ -208,6 +222,8 @@ class Assistant:
         refusal = self._confirmation_gate(turn, state, call.function.name, args.model_dump())
         if refusal is not None:
             return error_view(refusal)
+        if state.on_activity is not None:
+            await state.on_activity(ACTIVITIES.get(spec.name, "working"))
         envelope = self._envelope(turn, spec.name, args.model_dump(mode="json"), call.id)
         reply = await self.bus.request(envelope, self.settings.tool_timeout_s)
         if reply.error is None and reply.result is not None:

@@ -1,0 +1,122 @@
+"""Adversarial scripted models: nothing is written that the user was not offered and did not
+confirm, and the user is never told something happened that did not (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from services.chat.guards import find_leaks
+from shared.keys import TenantKeys
+from tests.conftest import System
+from tests.e2e.flows import Offer, fetch, stored_bookings, tool_errors
+from tests.support.calendar_days import at, next_weekday
+from tests.support.scripted_model import last_tool_result, say
+
+
+async def test_model_booking_before_the_user_confirmed_is_refused_and_nothing_is_stored(system: System) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free on Monday?")
+    system.model.script(offer.book(), say("Would you like me to book it?"))
+    response = await system.say("Hmm, let me think about it.")
+    assert tool_errors(system.model.requests[-1]) == ["needs_confirmation"]
+    assert await stored_bookings(system) == []
+    assert response.json()["bookings"] == []
+
+
+async def test_booking_a_slot_other_than_the_one_the_user_confirmed_is_refused(system: System) -> None:
+    offer = Offer(0)
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    second_start = last_tool_result(system.model.requests[-1])["slots"][1]
+    system.model.script(offer.book(start=second_start), say("Which time would you like?"))
+    await system.say(f"Yes, {offer.hhmm} please")
+    assert tool_errors(system.model.requests[-1]) == ["needs_confirmation"]
+    assert await stored_bookings(system) == []
+
+
+async def test_a_time_the_system_never_offered_is_refused(system: System) -> None:
+    day = next_weekday()
+    never_offered = at(day, 16, 30).isoformat()  # beyond the first eight slots offered
+    offer = Offer()
+    system.model.script(fetch(day), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    system.model.script(offer.book(start=never_offered), say("That time is not available."))
+    await system.say("Yes, book 16:30 please")
+    assert tool_errors(system.model.requests[-1]) == ["slot_not_offered"]
+    assert await stored_bookings(system) == []
+
+
+async def test_an_expired_offer_is_refused(system: System) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    offers_key = TenantKeys("demo").offers("alice.c1")
+    for field in await system.redis.hkeys(offers_key):
+        await system.redis.hset(offers_key, field, int(time.time()) - 1)
+    system.model.script(offer.book(), say("That offer expired; shall I check again?"))
+    await system.say("Yes please")
+    assert tool_errors(system.model.requests[-1]) == ["offer_expired"]
+    assert await stored_bookings(system) == []
+
+
+async def test_claiming_a_booking_without_any_tool_call_is_corrected(system: System) -> None:
+    system.model.script(
+        say("Done — you're booked with Dr. Lee tomorrow at 10:00!"),
+        say("Great news, you're booked for 10:00!"),  # it insists: the safe reply is used
+    )
+    response = await system.say("Book me with Dr. Lee tomorrow at 10")
+    reply = response.json()["reply"]
+    assert "booked" not in reply.lower()
+    assert await stored_bookings(system) == []
+    assert system.model.requests[-1]["messages"][-1]["content"].startswith("Rewrite your last reply")
+
+
+async def test_a_claim_corrected_on_request_reaches_the_user_as_corrected(system: System) -> None:
+    system.model.script(
+        say("You're booked!"),
+        say("I haven't booked anything yet. Which day suits you?"),
+    )
+    response = await system.say("Book me in")
+    assert response.json()["reply"] == "I haven't booked anything yet. Which day suits you?"
+
+
+async def test_repeating_book_meeting_after_success_returns_the_same_booking(system: System) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    system.model.script(offer.book(), offer.book(), say("Done — you're booked with Dr. Lee."))
+    response = await system.say("Yes please")
+    assert len(await stored_bookings(system)) == 1
+    body = response.json()
+    assert len({b["booking_id"] for b in body["bookings"]}) == 1
+
+
+async def test_a_client_retrying_one_request_three_times_gets_one_effect_and_one_answer(system: System) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    system.model.script(offer.book(), say("Done — you're booked with Dr. Lee."))
+    calls_before = len(system.model.requests)
+    responses = await asyncio.gather(*(system.say("Yes please", **{"Idempotency-Key": "retry-1"}) for _ in range(3)))
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert len({r.text for r in responses}) == 1
+    assert len(system.model.requests) - calls_before == 2  # the model ran once: book, then answer
+    assert len(await stored_bookings(system)) == 1
+    reused = await system.say("Something else", **{"Idempotency-Key": "retry-1"})
+    assert reused.status_code == 422
+
+
+async def test_leaked_marker_and_json_are_rewritten_or_stripped(system: System) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    leaky = 'BOOKING_CONFIRMATION {"booking_id": "3f2a9c0e1b2d4f6a8b9c0d1e", "tool": "book_meeting"}'
+    system.model.script(offer.book(), say(f"Done! {leaky}"), say(f"All set, you're booked.\n{leaky}"))
+    response = await system.say("Yes please")
+    reply = response.json()["reply"]
+    assert find_leaks(reply) == []
+    assert "BOOKING_CONFIRMATION" not in reply and "{" not in reply
+    assert "booked" in reply
+    assert len(await stored_bookings(system)) == 1
