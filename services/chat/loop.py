@@ -137,7 +137,7 @@ class Assistant:
         await self.conversations.append_turn(turn.tenant_id, turn.conversation_id, new)
         return TurnResult(
             reply=reply,
-            bookings=[o.booking for o in state.outcomes],
+            bookings=[_in_calendar_zone(o.booking, state) for o in state.outcomes],
             suggested_slots=state.slots,
             effects=[o.status for o in state.outcomes],
         )
@@ -263,6 +263,12 @@ def _describe(outcome: BookingOutcome, state: _State) -> str:
         "cancelled": f"Your appointment with {name} on {when} is cancelled.",
         "rescheduled": f"Your appointment with {name} is moved to {when}.",
     }[outcome.status]
+
+
+def _in_calendar_zone(booking: Booking, state: _State) -> Booking:
+    """The same instants, written with the calendar's UTC offset (stored in UTC, spoken locally)."""
+    zone = ZoneInfo(state.zones.get(booking.calendar_id, "UTC"))
+    return booking.model_copy(update={"start": booking.start.astimezone(zone), "end": booking.end.astimezone(zone)})
 
 
 def _last_assistant_text(history: list[Message]) -> str:
