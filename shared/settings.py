@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     openai_max_retries: int = 2
     openai_temperature: float | None = None
 
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API directly (the gateway usually makes this unnecessary)."""
+
     instance_id: str = Field(default_factory=_default_instance)
     default_tenant: str = "demo"
     tool_timeout_s: float = 10.0

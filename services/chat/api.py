@@ -11,22 +11,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
 from services.chat.loop import Assistant, Turn, TurnResult
 from services.chat.replay import KeyReusedError, ResponseCache, StillRunningError, fingerprint
 from services.chat.toolbus import ToolBus
+from shared import metrics, streams
 from shared.domain import Booking, Identifier
-from shared.redis import connect
+from shared.logs import bind_log_context, log_context
+from shared.redis import as_text, connect
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.assistant = Assistant(settings, client, bus, conversations)
         app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s)
         app.state.client = client
+        app.state.redis = redis
         try:
             yield
         finally:
@@ -89,13 +95,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
 
     app = FastAPI(title="Booking assistant", version="1.0.0", lifespan=lifespan)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-User-Id"],
+            expose_headers=["X-Request-ID"],
+        )
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """Accept the gateway's X-Request-ID (or make one) and hand it back."""
         rid = request.headers.get("x-request-id", "")[:100] or uuid.uuid4().hex
         request.state.request_id = rid
-        response = await call_next(request)
+        with log_context(request_id=rid):
+            response = await call_next(request)
         response.headers["X-Request-ID"] = rid
         return response
 
@@ -128,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             text=body.text,
             request_id=request.state.request_id,
         )
+        bind_log_context(conversation_id=turn.conversation_id, tenant_id=tenant)
         replays: ResponseCache = request.app.state.replays
         assistant: Assistant = request.app.state.assistant
         body_fp = fingerprint(turn.conversation_id, body.text)
@@ -164,13 +180,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: Redis answers, the consumer groups exist, a model endpoint is configured."""
+        checks = {"redis": False, "groups": False, "model": bool(settings.openai_base_url or settings.openai_api_key)}
+        redis: Redis = request.app.state.redis
+        try:
+            checks["redis"] = bool(await redis.ping())
+            checks["groups"] = all([await _has_group(redis, s, g) for s, g in streams.GROUPS])
+        except RedisError as exc:
+            log.warning("readiness check failed: %s", exc)
+        ready = all(checks.values())
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "checks": checks})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus metrics, with stream lag and pending counts read from Redis now."""
+        redis: Redis = request.app.state.redis
+        for stream, group in streams.GROUPS:
+            for info in await _groups(redis, stream):
+                if as_text(info["name"]) == group:
+                    metrics.STREAM_PENDING.labels(stream, group).set(int(info["pending"]))
+                    metrics.STREAM_LAG.labels(stream, group).set(int(info.get("lag") or 0))
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
 
     return app
+
+
+async def _groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    try:
+        return await redis.xinfo_groups(stream)
+    except ResponseError:  # the stream does not exist yet
+        return []
+
+
+async def _has_group(redis: Redis, stream: str, group: str) -> bool:
+    return any(as_text(g["name"]) == group for g in await _groups(redis, stream))
 
 
 def _respond(response: ChatResponse, stream: bool) -> Response:

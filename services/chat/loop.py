@@ -26,7 +26,9 @@ from services.chat.conversations import ConversationStore, Message
 from services.chat.prompt import system_prompt
 from services.chat.toolbus import ToolBus
 from services.chat.views import error_view, model_view
+from shared import metrics
 from shared.domain import Booking, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
+from shared.logs import log_context
 from shared.messages import Envelope, ErrorCode, MessageType, ToolError
 from shared.settings import Settings
 from shared.tools import TOOLS, openai_tools
@@ -147,6 +149,7 @@ class Assistant:
         extra: list[Message] = []
         for _ in range(self.settings.max_model_rounds):
             try:
+                started = time.perf_counter()
                 completion = await self.client.chat.completions.create(
                     model=self.settings.openai_model,
                     messages=cast(list[ChatCompletionMessageParam], [*context, *new, *extra]),
@@ -155,8 +158,13 @@ class Assistant:
                     temperature=omit if self.settings.openai_temperature is None else self.settings.openai_temperature,
                 )
             except openai.APIError as exc:
-                log.error("model call failed: %s", exc, extra={"conversation_id": turn.conversation_id})
+                log.error("model call failed: %s", exc)
                 return UNAVAILABLE
+            finally:
+                metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
+            if completion.usage is not None:
+                metrics.MODEL_TOKENS.labels("prompt").inc(completion.usage.prompt_tokens)
+                metrics.MODEL_TOKENS.labels("completion").inc(completion.usage.completion_tokens)
             if not completion.choices:
                 log.error("model returned no choices")
                 return UNAVAILABLE
@@ -206,10 +214,17 @@ class Assistant:
         return GAVE_UP
 
     async def _call_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> str:
+        with log_context(correlation_id=call.id):
+            result, outcome = await self._run_tool(turn, state, call)
+        metrics.TOOL_CALLS.labels(call.function.name if call.function.name in TOOLS else "unknown", outcome).inc()
+        return result
+
+    async def _run_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> tuple[str, str]:
+        """The tool result for the model, and the outcome for metrics ("ok" or an error code)."""
         spec = TOOLS.get(call.function.name)
         if spec is None or not spec.for_model:
             known = ", ".join(n for n, s in TOOLS.items() if s.for_model)
-            return error_view(
+            return _error(
                 ToolError(
                     code=ErrorCode.unknown_tool,
                     message=f"There is no tool {call.function.name!r}; use one of: {known}.",
@@ -218,10 +233,10 @@ class Assistant:
         try:
             args = spec.args.model_validate_json(call.function.arguments or "{}")
         except ValidationError as exc:
-            return error_view(ToolError(code=ErrorCode.invalid_arguments, message=describe_validation_error(exc)))
+            return _error(ToolError(code=ErrorCode.invalid_arguments, message=describe_validation_error(exc)))
         refusal = self._confirmation_gate(turn, state, call.function.name, args.model_dump())
         if refusal is not None:
-            return error_view(refusal)
+            return _error(refusal)
         if state.on_activity is not None:
             await state.on_activity(ACTIVITIES.get(spec.name, "working"))
         envelope = self._envelope(turn, spec.name, args.model_dump(mode="json"), call.id)
@@ -230,8 +245,10 @@ class Assistant:
             if spec.name == "fetch_free_slots":
                 state.slots.extend(s.start for s in FreeSlots.model_validate(reply.result).slots)
             elif spec.writes:
-                state.outcomes.append(BookingOutcome.model_validate(reply.result))
-        return model_view(reply, state.zones)
+                outcome = BookingOutcome.model_validate(reply.result)
+                state.outcomes.append(outcome)
+                metrics.BOOKINGS.labels(outcome.status).inc()
+        return model_view(reply, state.zones), "ok" if reply.error is None else reply.error.code.value
 
     def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
         """Server-side rule: with require_confirmation, a write runs only when the user's latest
@@ -263,6 +280,10 @@ def _describe(outcome: BookingOutcome, state: _State) -> str:
         "cancelled": f"Your appointment with {name} on {when} is cancelled.",
         "rescheduled": f"Your appointment with {name} is moved to {when}.",
     }[outcome.status]
+
+
+def _error(error: ToolError) -> tuple[str, str]:
+    return error_view(error), error.code.value
 
 
 def _in_calendar_zone(booking: Booking, state: _State) -> Booking:

@@ -174,3 +174,35 @@ async def test_bad_requests_get_a_4xx_with_a_reason(system: System, path: str, b
 async def test_web_page_is_served_at_the_root(system: System) -> None:
     response = await system.http.get("/")
     assert response.status_code == 200 and "<form" in response.text
+
+
+async def test_readiness_reports_redis_groups_and_model(system: System) -> None:
+    response = await system.http.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"ready": True, "checks": {"redis": True, "groups": True, "model": True}}
+
+
+async def test_metrics_count_tool_calls_and_bookings_and_show_stream_lag(system: System) -> None:
+    before = (await system.http.get("/metrics")).text
+    await book_one(system)
+    text = (await system.http.get("/metrics")).text
+    assert 'booking_tool_calls_total{outcome="ok",tool="book_meeting"}' in text
+    assert 'booking_stream_pending{group="booking",stream="booking.commands"} 0.0' in text
+    assert _value(text, 'booking_effects_total{status="confirmed"}') == _value(
+        before, 'booking_effects_total{status="confirmed"}'
+    ) + 1
+
+
+def _value(metrics_text: str, series: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_request_id_is_accepted_and_returned(system: System) -> None:
+    system.model.script(say("Hello! How can I help?"))
+    response = await system.say("Hi", **{"X-Request-ID": "gw-123"})
+    assert response.headers["X-Request-ID"] == "gw-123"
+    generated = await system.http.get("/healthz")
+    assert len(generated.headers["X-Request-ID"]) == 32
