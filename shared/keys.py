@@ -55,6 +55,19 @@ class TenantKeys:
         """The stored response of one HTTP request by its Idempotency-Key."""
         return f"{self._tag}:req:{scoped_key}"
 
+    def conversation_turns(self, conversation_id: str) -> str:
+        """How many turns a conversation has had (its history is trimmed; this is not)."""
+        return f"{self._tag}:conv:{conversation_id}:n"
+
+    def rate_bucket(self, name: str) -> str:
+        """A token bucket of the tenant's rate limits."""
+        return f"{self._tag}:rate:{name}"
+
     def offers(self, conversation_id: str) -> str:
         """Hash of the slots offered in one conversation: ref -> offer JSON."""
         return f"{self._tag}:conv:{conversation_id}:offers"
+
+
+def api_key(key_digest: str) -> str:
+    """Tenant id of an API key, by the key's sha256 (looked up before the tenant is known)."""
+    return f"apikey:{key_digest}"

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     openai_max_retries: int = 2
     openai_temperature: float | None = None
 
+    require_api_key: bool = False
+    """True behind the gateway: every request needs `Authorization: Bearer <tenant key>`. False
+    (local demo) serves the default tenant to anyone who can reach the port."""
+    rate_user_per_minute: int = 30
+    rate_tenant_per_minute: int = 600
+    max_conversation_turns: int = 100
+
     cors_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed to call the API directly (the gateway usually makes this unnecessary)."""
 

@@ -23,7 +23,7 @@ from tests.support.scripted_model import ScriptedModel
 
 # One logical database per test process (flushed around every test), so two test runs on one
 # machine rarely share one; REDIS_TEST_DB pins it.
-_DATABASE = int(os.environ.get("REDIS_TEST_DB", 1 + os.getpid() % 15))
+TEST_DATABASE = int(os.environ.get("REDIS_TEST_DB", 1 + os.getpid() % 15))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def redis_server() -> Iterator[str]:
 
 @pytest.fixture
 async def redis_url(redis_server: str) -> AsyncIterator[str]:
-    url = f"{redis_server}/{_DATABASE}"
+    url = f"{redis_server}/{TEST_DATABASE}"
     client = Redis.from_url(url)
     await client.flushdb()
     yield url

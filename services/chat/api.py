@@ -9,11 +9,12 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from faststream.redis import RedisBroker
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from services.chat.access import ApiKeys, Limit, RateLimiter, tenant_bucket, user_bucket
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
 from services.chat.loop import Assistant, Turn, TurnResult
@@ -43,6 +45,12 @@ IdempotencyKey = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant_id: str
+    user_id: str
+
+
 class ChatRequest(BaseModel):
     """One user message."""
 
@@ -59,6 +67,37 @@ class ChatResponse(BaseModel):
     @classmethod
     def of(cls, result: TurnResult) -> ChatResponse:
         return cls(reply=result.reply, bookings=result.bookings, suggested_slots=result.suggested_slots)
+
+
+async def caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(max_length=300)] = None,
+    x_user_id: Annotated[Identifier | None, Header(description="End user, as vouched for by the gateway.")] = None,
+) -> Caller:
+    """The tenant (from its API key) and user of this request, within their rate limits."""
+    settings: Settings = request.app.state.settings
+    tenant = settings.default_tenant
+    if authorization:
+        scheme, _, key = authorization.partition(" ")
+        found = await request.app.state.api_keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            raise HTTPException(401, "Unknown API key.", headers={"WWW-Authenticate": "Bearer"})
+        tenant = found
+    elif settings.require_api_key:
+        raise HTTPException(
+            401, "An API key is required: Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    who = Caller(tenant, x_user_id or "guest")
+    limiter: RateLimiter = request.app.state.limiter
+    for bucket, limit in (
+        (tenant_bucket(who.tenant_id), Limit(settings.rate_tenant_per_minute)),
+        (user_bucket(who.tenant_id, who.user_id), Limit(settings.rate_user_per_minute)),
+    ):
+        wait = await limiter.retry_after_s(bucket, limit)
+        if wait:
+            raise HTTPException(429, "Too many requests; slow down.", headers={"Retry-After": str(wait)})
+    bind_log_context(tenant_id=who.tenant_id)
+    return who
 
 
 def _sse(event: str, data: str) -> str:
@@ -86,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s)
         app.state.client = client
         app.state.redis = redis
+        app.state.settings = settings
+        app.state.api_keys = ApiKeys(redis)
+        app.state.limiter = RateLimiter(redis)
         try:
             yield
         finally:
@@ -122,19 +164,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/conversations/{conversation_id}/messages",
         response_model=ChatResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, 409: {}, 422: {}},
+        responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 409: {}, 422: {}, 429: {}},
     )
     async def post_message(
         conversation_id: ConversationId,
         body: ChatRequest,
         request: Request,
+        who: Annotated[Caller, Depends(caller)],
         stream: Annotated[bool, Query(description="Answer as Server-Sent Events.")] = False,
-        x_tenant_id: Annotated[Identifier | None, Header()] = None,
-        x_user_id: Annotated[Identifier | None, Header()] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response:
         """Send the user's message; the assistant answers after any tool work it needs."""
-        tenant, user = x_tenant_id or settings.default_tenant, x_user_id or "guest"
+        tenant, user = who.tenant_id, who.user_id
         turn = Turn(
             tenant_id=tenant,
             user_id=user,
@@ -146,6 +187,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bind_log_context(conversation_id=turn.conversation_id, tenant_id=tenant)
         replays: ResponseCache = request.app.state.replays
         assistant: Assistant = request.app.state.assistant
+        if await assistant.conversations.turns(tenant, turn.conversation_id) >= settings.max_conversation_turns:
+            raise HTTPException(422, "This conversation is too long; please start a new one.")
         body_fp = fingerprint(turn.conversation_id, body.text)
         if idempotency_key is not None:
             turn.turn_id = fingerprint(turn.conversation_id, idempotency_key)[:32]
@@ -174,7 +217,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return StreamingResponse(_stream_turn(run), media_type="text/event-stream")
 
     @app.post("/v1/extract", response_model=ExtractResponse)
-    async def post_extract(body: ExtractRequest, request: Request) -> ExtractResponse:
+    async def post_extract(
+        body: ExtractRequest, request: Request, who: Annotated[Caller, Depends(caller)]
+    ) -> ExtractResponse:
         """Read a booking request out of free text (structured outputs; no booking is made)."""
         return await extract(request.app.state.client, settings, body.text)
 

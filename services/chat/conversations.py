@@ -24,9 +24,15 @@ class ConversationStore:
         return [m for turn in turns for m in json.loads(turn)]
 
     async def append_turn(self, tenant_id: str, conversation_id: str, messages: list[Message]) -> None:
-        key = TenantKeys(tenant_id).conversation(conversation_id)
+        keys = TenantKeys(tenant_id)
+        key, count = keys.conversation(conversation_id), keys.conversation_turns(conversation_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.rpush(key, json.dumps(messages))
         pipe.ltrim(key, -self.max_turns, -1)
         pipe.expire(key, self.ttl_s)
+        pipe.incr(count)
+        pipe.expire(count, self.ttl_s)
         await pipe.execute()
+
+    async def turns(self, tenant_id: str, conversation_id: str) -> int:
+        return int(await self.redis.get(TenantKeys(tenant_id).conversation_turns(conversation_id)) or 0)

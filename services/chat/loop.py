@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 import openai
 from openai import AsyncOpenAI, omit
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCall
-from pydantic import ValidationError
 
 from services.chat import guards
+from services.chat.calls import parse_call
 from services.chat.conversations import ConversationStore, Message
 from services.chat.prompt import system_prompt
 from services.chat.toolbus import ToolBus
@@ -32,7 +32,6 @@ from shared.logs import log_context
 from shared.messages import Envelope, ErrorCode, MessageType, ToolError
 from shared.settings import Settings
 from shared.tools import TOOLS, openai_tools
-from shared.worker import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -221,19 +220,10 @@ class Assistant:
 
     async def _run_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> tuple[str, str]:
         """The tool result for the model, and the outcome for metrics ("ok" or an error code)."""
-        spec = TOOLS.get(call.function.name)
-        if spec is None or not spec.for_model:
-            known = ", ".join(n for n, s in TOOLS.items() if s.for_model)
-            return _error(
-                ToolError(
-                    code=ErrorCode.unknown_tool,
-                    message=f"There is no tool {call.function.name!r}; use one of: {known}.",
-                )
-            )
-        try:
-            args = spec.args.model_validate_json(call.function.arguments or "{}")
-        except ValidationError as exc:
-            return _error(ToolError(code=ErrorCode.invalid_arguments, message=describe_validation_error(exc)))
+        parsed = parse_call(call.function.name, call.function.arguments)
+        if isinstance(parsed, ToolError):
+            return _error(parsed)
+        spec, args = parsed.spec, parsed.args
         refusal = self._confirmation_gate(turn, state, call.function.name, args.model_dump())
         if refusal is not None:
             return _error(refusal)

@@ -188,9 +188,10 @@ async def test_metrics_count_tool_calls_and_bookings_and_show_stream_lag(system:
     text = (await system.http.get("/metrics")).text
     assert 'booking_tool_calls_total{outcome="ok",tool="book_meeting"}' in text
     assert 'booking_stream_pending{group="booking",stream="booking.commands"} 0.0' in text
-    assert _value(text, 'booking_effects_total{status="confirmed"}') == _value(
-        before, 'booking_effects_total{status="confirmed"}'
-    ) + 1
+    assert (
+        _value(text, 'booking_effects_total{status="confirmed"}')
+        == _value(before, 'booking_effects_total{status="confirmed"}') + 1
+    )
 
 
 def _value(metrics_text: str, series: str) -> float:

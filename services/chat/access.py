@@ -1,0 +1,72 @@
+"""Who is calling, and whether they may: tenant API keys (hashed at rest), the user id the
+gateway vouches for, and per-tenant / per-user rate limits (a Redis token bucket)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from shared.keys import TenantKeys, api_key
+from shared.redis import as_text
+
+KEY_PREFIX = "bk_"
+BUCKET = (Path(__file__).with_name("lua") / "token_bucket.lua").read_text()
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    """Tenant API keys. Only their sha256 is stored; the key itself is shown once, at creation."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def create(self, tenant_id: str) -> str:
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        await self.redis.set(api_key(digest(key)), tenant_id)
+        return key
+
+    async def tenant_of(self, key: str) -> str | None:
+        raw = await self.redis.get(api_key(digest(key)))
+        return None if raw is None else as_text(raw)
+
+    async def revoke(self, key: str) -> bool:
+        return bool(await self.redis.delete(api_key(digest(key))))
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    per_minute: int
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.per_minute)
+
+    @property
+    def refill_per_s(self) -> float:
+        return max(1, self.per_minute) / 60
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis) -> None:
+        self._take = redis.register_script(BUCKET)
+
+    async def retry_after_s(self, key: str, limit: Limit) -> int:
+        """0 when a token was taken; otherwise whole seconds until one is free."""
+        allowed, wait_ms = await self._take(keys=[key], args=[limit.capacity, limit.refill_per_s])
+        return 0 if int(allowed) else max(1, math.ceil(int(wait_ms) / 1000))
+
+
+def tenant_bucket(tenant_id: str) -> str:
+    return TenantKeys(tenant_id).rate_bucket("tenant")
+
+
+def user_bucket(tenant_id: str, user_id: str) -> str:
+    return TenantKeys(tenant_id).rate_bucket(f"user:{user_id}")

@@ -1,0 +1,29 @@
+"""schemathesis against the chat API's own OpenAPI schema: whatever it sends, no 5xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from services.chat.api import create_app
+from tests.conftest import TEST_DATABASE, make_settings
+from tests.support.live_system import live_system
+
+schemathesis = pytest.importorskip("schemathesis")
+
+schema = schemathesis.openapi.from_dict(create_app(make_settings("redis://unused", "http://unused")).openapi())
+
+
+@pytest.fixture(scope="module")
+def live_url(redis_server: str) -> Iterator[str]:
+    with live_system(f"{redis_server}/{TEST_DATABASE}", tool_timeout_s=2.0) as url:
+        yield url
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_request_the_schema_allows_causes_a_server_error(case: schemathesis.Case, live_url: str) -> None:
+    response = case.call(base_url=live_url, timeout=30)
+    assert response.status_code < 500, response.text

@@ -1,0 +1,62 @@
+"""Leak guard, false-claim check and confirmation rule: pure functions, tested alone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from services.chat.guards import confirms, find_false_claim, find_leaks, strip_leaks, times_named
+
+SLOT = datetime(2026, 11, 30, 14, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'BOOKING_CONFIRMATION {"calendar": "dr-lee"}',
+        'Here you go: {"start": "2026-11-30T14:00:00+01:00"}',
+        "Your booking id is 3f2a9c0e-1b2d-4f6a-8b9c-0d1e2f3a4b5c.",
+        "I called book_meeting for you.",
+        "Reference: 9f86d081884c7d659a2feaa0c55ad015",
+        "the correlation_id was call_abc12345",
+        "Message sent to booking.commands",
+    ],
+)
+def test_leaks_are_found_and_stripped(text: str) -> None:
+    assert find_leaks(text)
+    assert find_leaks(strip_leaks(text)) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Done — you're booked with Dr. Lee on Mon 30 Nov at 14:00.", "Dr. Lee is free at 9:00, 9:30 or 14:00."],
+)
+def test_natural_replies_pass_the_leak_guard(text: str) -> None:
+    assert find_leaks(text) == []
+
+
+def test_claims_are_checked_against_committed_effects() -> None:
+    assert find_false_claim("Done, you're booked!", committed=[]) == "confirmed"
+    assert find_false_claim("Done, you're booked!", committed=["confirmed"]) is None
+    assert find_false_claim("Your appointment has been cancelled.", committed=["confirmed"]) == "cancelled"
+    assert find_false_claim("Shall I book 14:00 for you?", committed=[]) is None
+
+
+@pytest.mark.parametrize(
+    ("user", "proposal", "expected"),
+    [
+        ("Yes please", "Shall I book Mon 30 Nov at 14:00?", True),
+        ("yes, 2pm works", "", True),
+        ("Yes", "I have 09:00, 10:00 or 14:00.", False),  # a list is not a proposal of one slot
+        ("Yes, 10:00 please", "Shall I book 14:00?", False),  # the user named another time
+        ("No, not that one", "Shall I book 14:00?", False),
+        ("Hmm", "Shall I book 14:00?", False),
+    ],
+)
+def test_confirmation_must_name_or_answer_this_very_slot(user: str, proposal: str, expected: bool) -> None:
+    assert confirms(user, proposal, SLOT) is expected
+
+
+def test_times_are_read_in_24h_and_12h_forms() -> None:
+    assert times_named("at 2pm or 14:30 or 9.15 or 10 am") == {14 * 60, 14 * 60 + 30, 9 * 60 + 15, 10 * 60}
