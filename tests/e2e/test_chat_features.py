@@ -12,7 +12,7 @@ from shared.settings import Settings
 from tests.conftest import System, make_settings
 from tests.e2e.flows import Offer, fetch, stored_bookings, tool_errors
 from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import ScriptedModel, call, last_tool_result, say
+from tests.support.scripted_model import ScriptedModel, call, calls, last_tool_result, say
 
 
 async def book_one(system: System, index: int = 0, user: str = "alice") -> Offer:
@@ -207,3 +207,13 @@ async def test_request_id_is_accepted_and_returned(system: System) -> None:
     assert response.headers["X-Request-ID"] == "gw-123"
     generated = await system.http.get("/healthz")
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+async def test_parallel_tool_calls_in_one_model_message_are_all_answered(system: System) -> None:
+    day = next_weekday(weekdays=(0, 2))  # Mon or Wed: both demo calendars work
+    system.model.script(calls(fetch(day, "dr-lee"), fetch(day, "dr-patel")), say("Both are free that day."))
+    response = await system.say("When are Dr. Lee and Dr. Patel free?")
+    results = [json.loads(m["content"]) for m in system.model.requests[-1]["messages"] if m["role"] == "tool"]
+    assert len(results) == 2 and all(r["slots"] for r in results)
+    assert {r["timezone"] for r in results} == {"Europe/Berlin", "America/New_York"}
+    assert response.json()["reply"] == "Both are free that day."
