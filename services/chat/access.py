@@ -8,11 +8,16 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+from fastapi import Header, HTTPException, Request
 from redis.asyncio import Redis
 
+from shared.domain import Identifier
 from shared.keys import TenantKeys, api_key
+from shared.logs import bind_log_context
 from shared.redis import as_text
+from shared.settings import Settings
 
 KEY_PREFIX = "bk_"
 BUCKET = (Path(__file__).with_name("lua") / "token_bucket.lua").read_text()
@@ -70,3 +75,40 @@ def tenant_bucket(tenant_id: str) -> str:
 
 def user_bucket(tenant_id: str, user_id: str) -> str:
     return TenantKeys(tenant_id).rate_bucket(f"user:{user_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant_id: str
+    user_id: str
+
+
+async def caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(max_length=300)] = None,
+    x_user_id: Annotated[Identifier | None, Header(description="End user, as vouched for by the gateway.")] = None,
+) -> Caller:
+    """The tenant (from its API key) and user of this request, within their rate limits."""
+    settings: Settings = request.app.state.settings
+    tenant = settings.default_tenant
+    if authorization:
+        scheme, _, key = authorization.partition(" ")
+        found = await request.app.state.api_keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            raise HTTPException(401, "Unknown API key.", headers={"WWW-Authenticate": "Bearer"})
+        tenant = found
+    elif settings.require_api_key:
+        raise HTTPException(
+            401, "An API key is required: Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    who = Caller(tenant, x_user_id or "guest")
+    limiter: RateLimiter = request.app.state.limiter
+    for bucket, limit in (
+        (tenant_bucket(who.tenant_id), Limit(settings.rate_tenant_per_minute)),
+        (user_bucket(who.tenant_id, who.user_id), Limit(settings.rate_user_per_minute)),
+    ):
+        wait = await limiter.retry_after_s(bucket, limit)
+        if wait:
+            raise HTTPException(429, "Too many requests; slow down.", headers={"Retry-After": str(wait)})
+    bind_log_context(tenant_id=who.tenant_id)
+    return who

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -20,18 +15,18 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.chat.access import ApiKeys, Limit, RateLimiter, tenant_bucket, user_bucket
+from services.chat.access import ApiKeys, Caller, RateLimiter, caller
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
-from services.chat.loop import Assistant, Turn, TurnResult
+from services.chat.loop import Assistant, Turn
 from services.chat.replay import KeyReusedError, ResponseCache, StillRunningError, fingerprint
+from services.chat.schemas import ChatRequest, ChatResponse
+from services.chat.sse import respond, stream_turn
 from services.chat.toolbus import ToolBus
 from shared import metrics, streams
-from shared.domain import Booking, Identifier
 from shared.logs import bind_log_context, log_context
 from shared.redis import as_text, connect
 from shared.settings import Settings, get_settings
@@ -43,65 +38,6 @@ ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", descripti
 IdempotencyKey = Annotated[
     str | None, Header(min_length=1, max_length=200, description="Retries with one key run once.")
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    tenant_id: str
-    user_id: str
-
-
-class ChatRequest(BaseModel):
-    """One user message."""
-
-    text: str = Field(min_length=1, max_length=4000)
-
-
-class ChatResponse(BaseModel):
-    """The natural reply, and beside it the structured outcome for the client app to render."""
-
-    reply: str
-    bookings: list[Booking] = Field(description="Bookings created, moved or cancelled in this turn.")
-    suggested_slots: list[datetime] = Field(description="Free slots offered in this turn, in the calendar's zone.")
-
-    @classmethod
-    def of(cls, result: TurnResult) -> ChatResponse:
-        return cls(reply=result.reply, bookings=result.bookings, suggested_slots=result.suggested_slots)
-
-
-async def caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(max_length=300)] = None,
-    x_user_id: Annotated[Identifier | None, Header(description="End user, as vouched for by the gateway.")] = None,
-) -> Caller:
-    """The tenant (from its API key) and user of this request, within their rate limits."""
-    settings: Settings = request.app.state.settings
-    tenant = settings.default_tenant
-    if authorization:
-        scheme, _, key = authorization.partition(" ")
-        found = await request.app.state.api_keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
-        if found is None:
-            raise HTTPException(401, "Unknown API key.", headers={"WWW-Authenticate": "Bearer"})
-        tenant = found
-    elif settings.require_api_key:
-        raise HTTPException(
-            401, "An API key is required: Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"}
-        )
-    who = Caller(tenant, x_user_id or "guest")
-    limiter: RateLimiter = request.app.state.limiter
-    for bucket, limit in (
-        (tenant_bucket(who.tenant_id), Limit(settings.rate_tenant_per_minute)),
-        (user_bucket(who.tenant_id, who.user_id), Limit(settings.rate_user_per_minute)),
-    ):
-        wait = await limiter.retry_after_s(bucket, limit)
-        if wait:
-            raise HTTPException(429, "Too many requests; slow down.", headers={"Retry-After": str(wait)})
-    bind_log_context(tenant_id=who.tenant_id)
-    return who
-
-
-def _sse(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -199,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except StillRunningError:
                 raise HTTPException(409, "A request with this Idempotency-Key is still running.") from None
             if stored is not None:
-                return _respond(ChatResponse.model_validate_json(stored), stream)
+                return respond(ChatResponse.model_validate_json(stored), stream)
 
         async def run(on_activity: Callable[[str], Awaitable[None]] | None = None) -> ChatResponse:
             try:
@@ -214,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         if not stream:
             return JSONResponse(content=(await run()).model_dump(mode="json"))
-        return StreamingResponse(_stream_turn(run), media_type="text/event-stream")
+        return StreamingResponse(stream_turn(run), media_type="text/event-stream")
 
     @app.post("/v1/extract", response_model=ExtractResponse)
     async def post_extract(
@@ -268,40 +204,3 @@ async def _groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
 
 async def _has_group(redis: Redis, stream: str, group: str) -> bool:
     return any(as_text(g["name"]) == group for g in await _groups(redis, stream))
-
-
-def _respond(response: ChatResponse, stream: bool) -> Response:
-    if not stream:
-        return JSONResponse(content=response.model_dump(mode="json"))
-
-    async def replay() -> AsyncIterator[str]:
-        yield _sse("done", response.model_dump_json())
-
-    return StreamingResponse(replay(), media_type="text/event-stream")
-
-
-async def _stream_turn(
-    run: Callable[[Callable[[str], Awaitable[None]]], Awaitable[ChatResponse]],
-) -> AsyncIterator[str]:
-    """Activity events while tools run, then the reply's words, then the structured outcome.
-
-    The reply is streamed only after it passed the guards: no unchecked token reaches the user.
-    """
-    events: asyncio.Queue[str | None] = asyncio.Queue()
-
-    async def on_activity(kind: str) -> None:
-        await events.put(_sse("activity", json.dumps({"activity": kind})))
-
-    async def produce() -> ChatResponse:
-        try:
-            return await run(on_activity)
-        finally:
-            await events.put(None)
-
-    task = asyncio.create_task(produce())
-    while (event := await events.get()) is not None:
-        yield event
-    response = await task
-    for piece in re.split(r"(?<= )", response.reply):
-        yield _sse("token", json.dumps({"text": piece}))
-    yield _sse("done", response.model_dump_json())
