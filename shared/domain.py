@@ -43,13 +43,15 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class Calendar(BaseModel):
-    """One bookable calendar (a person, a room) and its booking rules."""
+class CalendarFields(BaseModel):
+    """A calendar's id and booking rules: every field of Calendar but its tenant.
+
+    Shared by Calendar and the `upsert_calendar` command, whose tenant comes from its envelope.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     calendar_id: Identifier
-    tenant_id: Identifier
     name: str = Field(min_length=1, max_length=100)
     timezone: TimeZoneName
     weekly_hours: dict[Weekday, list[TimeRange]] = Field(default_factory=dict)
@@ -64,6 +66,12 @@ class Calendar(BaseModel):
     horizon_days: int = Field(default=60, ge=1, le=730)
     max_bookings_per_day: int | None = Field(default=None, ge=1)
     require_confirmation: bool = True
+
+
+class Calendar(CalendarFields):
+    """One bookable calendar (a person, a room) of one tenant, and its booking rules."""
+
+    tenant_id: Identifier
 
     @property
     def zone(self) -> ZoneInfo:
@@ -151,3 +159,20 @@ class CalendarDirectory(BaseModel):
     """Answer to describe_calendars."""
 
     calendars: list[CalendarSummary]
+
+
+class CalendarSaved(BaseModel):
+    """Answer to upsert_calendar: the calendar as stored, and whether it is new."""
+
+    created: bool
+    calendar: Calendar
+
+
+class BusyImported(BaseModel):
+    """Answer to import_ics: how many busy blocks were stored. Never the events' details."""
+
+    calendar_id: str
+    source: str
+    busy_blocks: int
+    window_start: AwareDatetime
+    window_end: AwareDatetime

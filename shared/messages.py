@@ -20,6 +20,8 @@ MessageType = Literal[
     "reschedule_booking",
     "list_my_bookings",
     "describe_calendars",
+    "upsert_calendar",
+    "import_ics",
 ]
 
 

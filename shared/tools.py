@@ -12,7 +12,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from shared import streams
-from shared.domain import Identifier
+from shared.domain import CalendarFields, Identifier
 from shared.messages import MessageType
 
 Minutes = Annotated[int, Field(ge=5, le=480)]
@@ -71,6 +71,30 @@ class DescribeCalendars(ToolArgs):
     """Internal: the tenant's calendars, for the system prompt. Not offered to the model."""
 
 
+class UpsertCalendar(ToolArgs, CalendarFields):
+    """Admin: create or replace one calendar. Not offered to the model.
+
+    The payload is a Calendar; its tenant is the envelope's, so `tenant_id` may be left out
+    and, if given, must equal the envelope's tenant.
+    """
+
+    tenant_id: Identifier | None = Field(default=None, description="Optional; must be the envelope's tenant.")
+
+
+MAX_ICS_CHARS: Final = 1_048_576
+
+
+class ImportIcs(ToolArgs):
+    """Admin: replace one source's external busy blocks of a calendar with an iCalendar file's
+    events. Only the busy intervals are kept. Not offered to the model."""
+
+    calendar_id: Identifier = Field(description="Calendar the busy blocks belong to.")
+    ics: str = Field(min_length=1, max_length=MAX_ICS_CHARS, description="iCalendar (RFC 5545) text.")
+    source: Identifier = Field(
+        default="default", description="Name of the feed; a new import replaces only this source's blocks."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
     """Where a message type goes and whether it writes."""
@@ -91,6 +115,8 @@ TOOLS: Final[dict[str, ToolSpec]] = {
         ToolSpec("reschedule_booking", RescheduleBooking, streams.BOOKING_COMMANDS, writes=True),
         ToolSpec("list_my_bookings", ListMyBookings, streams.BOOKING_COMMANDS, writes=False),
         ToolSpec("describe_calendars", DescribeCalendars, streams.CALENDAR_REQUESTS, writes=False, for_model=False),
+        ToolSpec("upsert_calendar", UpsertCalendar, streams.CALENDAR_REQUESTS, writes=True, for_model=False),
+        ToolSpec("import_ics", ImportIcs, streams.CALENDAR_REQUESTS, writes=True, for_model=False),
     )
 }
 

@@ -9,27 +9,37 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from pydantic import BaseModel
 
+from services.calendar.admin import CalendarAdmin
 from services.calendar.service import AvailabilityService
 from services.calendar.store import CalendarStore, load_calendars
 from shared import streams
 from shared.messages import DomainError, Envelope, ErrorCode, Reply
 from shared.redis import connect
 from shared.settings import Settings
-from shared.tools import FetchFreeSlots
+from shared.tools import DescribeCalendars, FetchFreeSlots, ImportIcs, UpsertCalendar
 from shared.worker import Handled, Handler, StreamWorker
 
 log = logging.getLogger(__name__)
 
 
-def make_handler(service: AvailabilityService) -> Handler:
+def make_handler(service: AvailabilityService, admin: CalendarAdmin | None = None) -> Handler:
+    """The calendar worker's dispatch: one message type, one typed payload, one service call."""
+    admin = admin or CalendarAdmin(service.store, clock=service.clock)
+
     async def handle(envelope: Envelope, redelivered: bool) -> Handled:
         result: BaseModel
-        if envelope.type == "fetch_free_slots":
-            result = await service.fetch_free_slots(envelope, FetchFreeSlots.model_validate(envelope.payload))
-        elif envelope.type == "describe_calendars":
-            result = await service.describe(envelope.tenant_id)
-        else:
-            raise DomainError(ErrorCode.unknown_tool, f"The calendar service does not handle {envelope.type}.")
+        match envelope.type:
+            case "fetch_free_slots":
+                result = await service.fetch_free_slots(envelope, FetchFreeSlots.model_validate(envelope.payload))
+            case "describe_calendars":
+                DescribeCalendars.model_validate(envelope.payload)
+                result = await service.describe(envelope.tenant_id)
+            case "upsert_calendar":
+                result = await admin.upsert(envelope, UpsertCalendar.model_validate(envelope.payload))
+            case "import_ics":
+                result = await admin.import_ics(envelope, ImportIcs.model_validate(envelope.payload))
+            case _:
+                raise DomainError(ErrorCode.unknown_tool, f"The calendar service does not handle {envelope.type}.")
         return Handled(
             reply=Reply(
                 correlation_id=envelope.correlation_id,
@@ -46,7 +56,7 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     """Compose the worker: broker, store, service, subscribers; groups and demo data on start."""
     broker = RedisBroker(settings.redis_url, graceful_timeout=10.0)
     redis = connect(settings.redis_url)
-    store = CalendarStore(redis)
+    store = CalendarStore(redis, settings.idempotency_ttl_s)
     worker = StreamWorker(
         settings, redis, streams.CALENDAR_REQUESTS, streams.CALENDAR_GROUP, make_handler(AvailabilityService(store))
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.calendar import slots
 from services.calendar.store import CalendarStore
-from shared.domain import Calendar, CalendarDirectory, CalendarSummary, FreeSlots, OfferedSlot
+from shared.domain import Calendar, CalendarDirectory, CalendarSummary, FreeSlots, NoSlotReason, OfferedSlot
 from shared.messages import DomainError, Envelope, ErrorCode
 from shared.tools import FetchFreeSlots
 
@@ -17,54 +18,81 @@ MAX_SLOTS = 8
 LOOKAHEAD_DAYS = 14
 """How far past an empty window we look for the next available slot."""
 OFFER_TTL_S = 30 * 60
+MAX_HORIZON_DAYS = 730
+"""The largest horizon a calendar may have: a window starting later is empty without a look."""
 
 
 class AvailabilityService:
+    """fetch_free_slots and describe_calendars over one store."""
+
     def __init__(self, store: CalendarStore, *, clock: type[datetime] = datetime) -> None:
         self.store = store
         self.clock = clock
 
+    def now(self) -> int:
+        """The current time as epoch seconds (from the injected clock)."""
+        return slots.epoch(self.clock.now(UTC))
+
     async def calendars(self, tenant_id: str, ids: list[str]) -> list[Calendar]:
-        found: list[Calendar] = []
-        for calendar_id in dict.fromkeys(ids):
-            calendar = await self.store.get(tenant_id, calendar_id)
-            if calendar is None:
-                known = ", ".join(c.calendar_id for c in await self.store.all(tenant_id)) or "none"
-                raise DomainError(ErrorCode.unknown_calendar, f"No calendar {calendar_id!r}. Known calendars: {known}.")
-            found.append(calendar)
-        return found
+        """The named calendars of the tenant, in order, without repeats; unknown_calendar if any is missing."""
+        unique = list(dict.fromkeys(ids))
+        found = await self.store.many(tenant_id, unique)
+        missing = [i for i, c in zip(unique, found, strict=True) if c is None]
+        if missing:
+            known = ", ".join(c.calendar_id for c in await self.store.all(tenant_id)) or "none"
+            raise DomainError(ErrorCode.unknown_calendar, f"No calendar {missing[0]!r}. Known calendars: {known}.")
+        return [c for c in found if c is not None]
 
     async def fetch_free_slots(self, envelope: Envelope, args: FetchFreeSlots) -> FreeSlots:
+        """Free starts common to every named calendar in [date_from, date_to] (days in the display zone).
+
+        At most MAX_SLOTS, earliest first, with `more_available`; when none, a `reason` and the
+        `next_available` start within LOOKAHEAD_DAYS. Offered starts are recorded for booking.
+        """
         calendars = await self.calendars(envelope.tenant_id, args.calendar_ids)
         zone = _zone(args.timezone) if args.timezone else calendars[0].zone
         duration = args.duration_minutes or calendars[0].slot_minutes
-        for cal in calendars:
-            if duration % cal.granularity_minutes:
-                raise DomainError(
-                    ErrorCode.invalid_arguments,
-                    f"duration_minutes must be a multiple of {cal.granularity_minutes} for {cal.name}.",
-                )
-        if args.date_to < args.date_from:
-            raise DomainError(ErrorCode.invalid_arguments, "date_to is before date_from.")
-        if (args.date_to - args.date_from).days >= MAX_WINDOW_DAYS:
-            raise DomainError(ErrorCode.window_too_large, f"Ask for at most {MAX_WINDOW_DAYS} days at a time.")
-        now = slots.epoch(self.clock.now(UTC))
+        _check_request(args, calendars, duration)
+        now = self.now()
+        far = _far_away(args, now)
+        if far is not None:
+            later = None
+            if far is NoSlotReason.in_the_past:
+                later = await self._next_available(envelope.tenant_id, calendars, now, duration)
+            return await self._answer(envelope, calendars, zone, duration, [], far, later, now)
         window = (
             slots.local_midnight(args.date_from, zone),
             slots.local_midnight(args.date_to + timedelta(days=1), zone),
         )
-        queries = [
-            slots.SlotQuery(cal, *await self.store.busy(envelope.tenant_id, cal.calendar_id, window))
-            for cal in calendars
-        ]
+        queries = await self._queries(envelope.tenant_id, calendars, window)
         starts = slots.intersect([slots.free_starts(q, window, duration * 60, now) for q in queries])
-        reason, later = None, None
-        offered = starts[:MAX_SLOTS]
-        if not starts:
-            reason = slots.why_empty(queries, window, duration * 60, now)
+        if starts:
+            return await self._answer(envelope, calendars, zone, duration, starts, None, None, now)
+        reason = slots.why_empty(queries, window, duration * 60, now)
+        later = None
+        if reason is not NoSlotReason.beyond_horizon:
             later = await self._next_available(envelope.tenant_id, calendars, max(window[1], now), duration)
-            offered = [] if later is None else [later]
-        answer = FreeSlots(
+        return await self._answer(envelope, calendars, zone, duration, [], reason, later, now)
+
+    async def _answer(
+        self,
+        envelope: Envelope,
+        calendars: Sequence[Calendar],
+        zone: ZoneInfo,
+        duration: int,
+        starts: list[int],
+        reason: NoSlotReason | None,
+        later: int | None,
+        now: int,
+    ) -> FreeSlots:
+        offered = starts[:MAX_SLOTS] or ([] if later is None else [later])
+        await self.store.record_offers(
+            envelope.tenant_id,
+            envelope.conversation_id,
+            [(cal.calendar_id, s) for cal in calendars for s in offered],
+            now + OFFER_TTL_S,
+        )
+        return FreeSlots(
             timezone=zone.key,
             duration_minutes=duration,
             slots=[
@@ -74,25 +102,27 @@ class AvailabilityService:
             reason=reason,
             next_available=None if later is None else slots.to_local(later, zone),
         )
-        await self.store.record_offers(
-            envelope.tenant_id,
-            envelope.conversation_id,
-            [(cal.calendar_id, s) for cal in calendars for s in offered],
-            now + OFFER_TTL_S,
-        )
-        return answer
 
-    async def _next_available(self, tenant_id: str, calendars: list[Calendar], after: int, duration: int) -> int | None:
+    async def _queries(
+        self, tenant_id: str, calendars: Sequence[Calendar], window: slots.Interval
+    ) -> list[slots.SlotQuery]:
+        busy = await self.store.busy_many(tenant_id, [c.calendar_id for c in calendars], window)
+        return [
+            slots.SlotQuery(cal, bookings, external) for cal, (bookings, external) in zip(calendars, busy, strict=True)
+        ]
+
+    async def _next_available(
+        self, tenant_id: str, calendars: Sequence[Calendar], after: int, duration: int
+    ) -> int | None:
+        """The first common free start in the LOOKAHEAD_DAYS after `after`, if any."""
         window = (after, after + LOOKAHEAD_DAYS * slots.DAY)
-        now = slots.epoch(self.clock.now(UTC))
-        per_calendar = []
-        for cal in calendars:
-            bookings, external = await self.store.busy(tenant_id, cal.calendar_id, window)
-            per_calendar.append(slots.free_starts(slots.SlotQuery(cal, bookings, external), window, duration * 60, now))
-        common = slots.intersect(per_calendar)
+        now = self.now()
+        queries = await self._queries(tenant_id, calendars, window)
+        common = slots.intersect([slots.free_starts(q, window, duration * 60, now) for q in queries])
         return common[0] if common else None
 
     async def describe(self, tenant_id: str) -> CalendarDirectory:
+        """The tenant's calendars as the chat service's prompt needs them."""
         return CalendarDirectory(
             calendars=[
                 CalendarSummary(
@@ -106,6 +136,34 @@ class AvailabilityService:
                 for c in await self.store.all(tenant_id)
             ]
         )
+
+
+def _check_request(args: FetchFreeSlots, calendars: Sequence[Calendar], duration: int) -> None:
+    """Typed errors for a request no calendar could answer."""
+    for cal in calendars:
+        if duration % cal.granularity_minutes:
+            raise DomainError(
+                ErrorCode.invalid_arguments,
+                f"duration_minutes must be a multiple of {cal.granularity_minutes} for {cal.name}.",
+            )
+    if args.date_to < args.date_from:
+        raise DomainError(ErrorCode.invalid_arguments, "date_to is before date_from.")
+    if (args.date_to - args.date_from).days >= MAX_WINDOW_DAYS:
+        raise DomainError(ErrorCode.window_too_large, f"Ask for at most {MAX_WINDOW_DAYS} days at a time.")
+
+
+def _far_away(args: FetchFreeSlots, now: int) -> NoSlotReason | None:
+    """A reason for windows so far in the past or future that no calendar can hold a slot.
+
+    Answering these without arithmetic on extreme dates (year 1, year 9999) keeps them from
+    overflowing: in_the_past still gets a next_available, beyond_horizon does not.
+    """
+    today = datetime.fromtimestamp(now, UTC).date()
+    if args.date_to < today - timedelta(days=2):
+        return NoSlotReason.in_the_past
+    if args.date_from > today + timedelta(days=MAX_HORIZON_DAYS + 2):
+        return NoSlotReason.beyond_horizon
+    return None
 
 
 def _zone(name: str) -> ZoneInfo:
