@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services.chat.access import ApiKeys, Caller, RateLimiter, caller
+from services.chat.admin import router as admin_router
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
 from services.chat.loop import Assistant, Turn
@@ -92,6 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Request-ID"] = rid
         return response
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug must not surface as a bare 500: log it with the request id, answer 503."""
+        log.exception("unhandled error")
+        rid = getattr(request.state, "request_id", "")
+        return JSONResponse(
+            status_code=503,
+            content={"detail": f"Temporarily unable to answer; reference {rid}."},
+            headers={"X-Request-ID": rid},
+        )
+
     @app.exception_handler(RedisError)
     async def storage_unavailable(request: Request, exc: RedisError) -> JSONResponse:
         log.error("redis unavailable: %s", exc)
@@ -158,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> ExtractResponse:
         """Read a booking request out of free text (structured outputs; no booking is made)."""
         return await extract(request.app.state.client, settings, body.text)
+
+    app.include_router(admin_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

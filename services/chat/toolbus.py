@@ -67,7 +67,8 @@ class ToolBus:
             )
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
-            service = "calendar" if envelope.type in ("fetch_free_slots", "describe_calendars") else "booking system"
+            stream = TOOLS[envelope.type].stream
+            service = "calendar" if stream == streams.CALENDAR_REQUESTS else "booking system"
             return Reply(
                 correlation_id=envelope.correlation_id,
                 message_id=envelope.message_id,
