@@ -24,5 +24,6 @@ lint: install
 	$(BIN)/ruff format --check services shared tests bench
 	$(BIN)/mypy
 
+# run by hand, each prints a table (the local-model ones need scripts/install_local_model.sh)
 bench: install
-	$(BIN)/python -m bench.all
+	for b in slot_engine calendar_roundtrip tool_hop booking_throughput; do $(BIN)/python -m bench.$$b || exit 1; done
