@@ -4,7 +4,20 @@ One FastStream batch subscriber reads new entries of a consumer group; a second 
 same group reclaims entries a dead consumer left pending (XAUTOCLAIM after the visibility
 timeout). Acks are manual and come only after the effect and the reply are stored, so
 delivery is at-least-once; the handlers are idempotent, so effects are exactly-once.
-An entry delivered more than `max_delivery_attempts` times goes to the dead-letter stream.
+
+Poison never blocks the group:
+* an entry that is not an envelope (no `__data__`, not JSON, not UTF-8, wrong fields) goes to
+  the dead-letter stream at once: decoding it again cannot succeed;
+* an envelope whose handler keeps failing (or whose reply cannot be stored) is retried by the
+  reclaimer and goes to the dead-letter stream once its delivery count (from XPENDING) passes
+  `max_delivery_attempts`; its caller then gets a typed `internal` error reply, where possible,
+  instead of waiting for ever.
+Entries are decoded here, one by one, not by FastStream's parser: an entry that parser cannot
+read would fail its whole batch before any handler ran, and could never be dead-lettered.
+
+Graceful stop (SIGTERM): FastStream stops reading, waits up to the broker's `graceful_timeout`
+for the batch in hand (handled, replied, acked), then exits; anything read but not acked stays
+pending and is reclaimed by another worker.
 """
 
 from __future__ import annotations
@@ -12,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from faststream import AckPolicy, Context
+from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
@@ -29,7 +43,13 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 REPLY_MAXLEN = 10_000
+EVENTS_MAXLEN = 100_000
 DEAD_LETTER_MAXLEN = 100_000
+MAX_DEAD_BODY_CHARS = 10_000
+_DATA: Final = streams.DATA_FIELD.encode()
+
+Entry = tuple[bytes, Mapping[bytes, bytes]]
+"""(entry id, fields) as read from the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,27 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def decode_entry(fields: Mapping[bytes, bytes]) -> Envelope:
+    """The envelope in an entry's `__data__` field: raw JSON, or FastStream's binary framing
+    (what `broker.publish` writes). Raises ValueError (ValidationError) for anything else."""
+    data = fields.get(_DATA)
+    if data is None:
+        raise ValueError(f"no {streams.DATA_FIELD} field")
+    if data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        data, _ = BinaryMessageFormatV1.parse(data)
+    return Envelope.model_validate_json(data)
+
+
+async def _keep_raw(message: Any) -> StreamMessage[Any]:
+    """FastStream parser that keeps the entries as read (see the module doc)."""
+    return StreamMessage(raw_message=message, body=b"")
+
+
+async def _no_body(message: StreamMessage[Any]) -> None:
+    """FastStream decoder: the worker reads `raw_message`, not a decoded body."""
+    return None
+
+
 class StreamWorker:
     """Consumes one stream as one consumer of one group, with reclaim and dead-lettering."""
 
@@ -88,10 +129,15 @@ class StreamWorker:
             ),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
+            parser=_keep_raw,
+            decoder=_no_body,
         )
-        async def read_new(body: list[Any], message: RedisBatchStreamMessage = Context("message")) -> None:
-            await self.process(list(zip(message.raw_message["message_ids"], body, strict=True)), redelivered=False)
+        async def read_new(message: StreamMessage[Any] = Context("message")) -> None:
+            raw = message.raw_message
+            await self.process(list(zip(raw["message_ids"], raw["data"], strict=True)), redelivered=False)
 
+        # FastStream's reclaimer: XAUTOCLAIM COUNT 1 per poll, entries idle past the visibility
+        # timeout (set it above the longest batch), consumer `<instance>-reclaim`
         @broker.subscriber(
             stream=StreamSub(
                 self.stream,
@@ -102,41 +148,77 @@ class StreamWorker:
             ),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
+            parser=_keep_raw,
+            decoder=_no_body,
         )
-        async def reclaim(body: Any, message: RedisStreamMessage = Context("message")) -> None:
-            (entry_id,) = message.raw_message["message_ids"]
-            attempts = await message.get_delivery_count()
-            if attempts > settings.max_delivery_attempts:
-                await self.dead_letter(entry_id, body, f"gave up after {attempts - 1} deliveries")
-                return
-            await self.process([(entry_id, body)], redelivered=True)
+        async def reclaim(message: StreamMessage[Any] = Context("message")) -> None:
+            raw = message.raw_message
+            (entry_id,) = raw["message_ids"]
+            await self.reclaimed(entry_id, raw["data"])
 
-    async def process(self, entries: list[tuple[bytes, Any]], *, redelivered: bool) -> None:
+    async def delivery_count(self, entry_id: bytes) -> int:
+        """How often the group delivered the entry (XPENDING); 0 when it is no longer pending."""
+        rows = await self.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        return int(rows[0]["times_delivered"]) if rows else 0
+
+    async def reclaimed(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
+        """Retry an entry another consumer left pending, or dead-letter it after too many tries."""
+        attempts = await self.delivery_count(entry_id)
+        if attempts == 0:
+            return  # acked meanwhile by the consumer that was slow, not dead
+        if attempts > self.settings.max_delivery_attempts:
+            envelope: Envelope | None
+            try:
+                envelope = decode_entry(fields)
+            except ValueError:
+                envelope = None
+            await self.dead_letter(
+                entry_id, fields, f"gave up after {attempts - 1} failed deliveries (max_delivery_attempts)", envelope
+            )
+            return
+        await self.process([(entry_id, fields)], redelivered=True)
+
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
         """Handle entries concurrently; store replies and events, then ack what succeeded."""
         parsed: list[tuple[bytes, Envelope]] = []
-        for entry_id, body in entries:
+        for entry_id, fields in entries:
             try:
-                parsed.append((entry_id, Envelope.model_validate(_as_json(body))))
-            except (ValidationError, ValueError) as exc:
-                await self.dead_letter(entry_id, body, f"not an envelope: {exc}")
+                parsed.append((entry_id, decode_entry(fields)))
+            except ValidationError as exc:
+                await self.dead_letter(entry_id, fields, f"not an envelope: {describe_validation_error(exc)}")
+            except ValueError as exc:
+                await self.dead_letter(entry_id, fields, f"not an envelope: {exc}")
         outcomes = await asyncio.gather(*(self._handle_one(env, redelivered) for _, env in parsed))
         pipe = self.redis.pipeline(transaction=False)
-        done: list[bytes] = []
+        written: list[tuple[bytes, int, int]] = []  # entry id and its commands' span in the pipeline
         for (entry_id, envelope), outcome in zip(parsed, outcomes, strict=True):
             if outcome is None:
                 continue  # infrastructure failure: stays pending, reclaimed later
-            done.append(entry_id)
+            first = len(pipe)
             for stream, data in outcome.events:
-                pipe.xadd(stream, {streams.DATA_FIELD: data}, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+                pipe.xadd(stream, {streams.DATA_FIELD: data}, maxlen=EVENTS_MAXLEN, approximate=True)
             pipe.xadd(
                 envelope.reply_to,
                 {streams.DATA_FIELD: outcome.reply.model_dump_json()},
                 maxlen=REPLY_MAXLEN,
                 approximate=True,
             )
+            written.append((entry_id, first, len(pipe)))
+        if not written:
+            return
+        results = await pipe.execute(raise_on_error=False)
+        # ack only what has its reply and events stored; an entry whose reply cannot be written
+        # (e.g. its reply_to names a key of another type) stays pending and is dead-lettered
+        # after max_delivery_attempts, without holding back the acks of its batch
+        done = []
+        for entry_id, first, end in written:
+            errors = [r for r in results[first:end] if isinstance(r, Exception)]
+            if errors:
+                log.error("storing the reply of %s failed: %s; left pending", entry_id, errors[0])
+            else:
+                done.append(entry_id)
         if done:
-            pipe.xack(self.stream, self.group, *done)
-            await pipe.execute()
+            await self.redis.xack(self.stream, self.group, *done)
 
     async def _handle_one(self, envelope: Envelope, redelivered: bool) -> Handled | None:
         try:
@@ -152,17 +234,35 @@ class StreamWorker:
             )
             return None
 
-    async def dead_letter(self, entry_id: bytes, body: Any, reason: str) -> None:
-        """Move a poison entry aside with its reason, so it never blocks the group."""
+    async def dead_letter(
+        self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str, envelope: Envelope | None = None
+    ) -> None:
+        """Move a poison entry aside with its reason (and ack it), so it never blocks the group.
+
+        When the entry is an envelope its caller gets an `internal` error reply with it."""
         log.error("dead-lettering %s from %s: %s", entry_id, self.stream, reason)
-        record = {
+        record: dict[str, Any] = {
             "stream": self.stream,
             "group": self.group,
             "entry_id": entry_id.decode(),
             "reason": reason,
-            "body": body if isinstance(body, (dict, list, str)) else repr(body),
+            "fields": {
+                k.decode(errors="replace"): v.decode(errors="replace")[:MAX_DEAD_BODY_CHARS] for k, v in fields.items()
+            },
         }
         pipe = self.redis.pipeline(transaction=False)
+        if envelope is not None:
+            record["message_id"] = envelope.message_id
+            record["correlation_id"] = envelope.correlation_id
+            record["tenant_id"] = envelope.tenant_id
+            record["type"] = envelope.type
+            reply = error_reply(envelope, ErrorCode.internal, "This request could not be processed; try again later.")
+            pipe.xadd(
+                envelope.reply_to,
+                {streams.DATA_FIELD: reply.model_dump_json()},
+                maxlen=REPLY_MAXLEN,
+                approximate=True,
+            )
         pipe.xadd(
             streams.DEAD_LETTERS,
             {streams.DATA_FIELD: json.dumps(record, default=str)},
@@ -170,10 +270,4 @@ class StreamWorker:
             approximate=True,
         )
         pipe.xack(self.stream, self.group, entry_id)
-        await pipe.execute()
-
-
-def _as_json(body: Any) -> Any:
-    if isinstance(body, bytes | str):
-        return json.loads(body)
-    return body
+        await pipe.execute(raise_on_error=False)  # an unwritable reply_to must not keep it pending

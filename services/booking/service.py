@@ -1,11 +1,17 @@
-"""Booking rules: validate against the calendar, then one atomic script does check + write."""
+"""Booking rules: validate against the calendar, then one atomic script does check + write.
+
+Every write first answers a retried command from its stored result (time has moved on, and the
+booking it names may have changed since, because of this very command), then checks, then
+writes in one Lua script that re-checks idempotency, the offer, conflicts and ownership.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.booking.store import BookingStore, ScriptResult
+from services.booking.events import Change, ChangeMeta
+from services.booking.store import LOOKBACK_S, BookingStore, Owned, ScriptResult, Stored
 from services.calendar import slots
 from shared.domain import Booking, BookingList, BookingOutcome, BookingStatus, Calendar
 from shared.messages import DomainError, Envelope, ErrorCode
@@ -13,22 +19,17 @@ from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleB
 
 
 class BookingService:
+    """book, cancel, reschedule and list over one store; `clock` is injectable for tests."""
+
     def __init__(self, store: BookingStore, *, clock: type[datetime] = datetime) -> None:
         self.store = store
         self.clock = clock
 
-    async def _calendar(self, tenant_id: str, calendar_id: str) -> Calendar:
-        calendar = await self.store.calendar(tenant_id, calendar_id)
-        if calendar is None:
-            raise DomainError(ErrorCode.unknown_calendar, f"No calendar {calendar_id!r}.")
-        return calendar
-
-    async def _check_bookable(
-        self, calendar: Calendar, start: datetime, minutes: int, tenant_id: str
+    def _check_bookable(
+        self, calendar: Calendar, start: datetime, minutes: int, external: list[tuple[int, int]], now: int
     ) -> tuple[int, int]:
         """Raise unless [start, start+minutes) is a slot the calendar offers (ignoring other
         bookings, which the atomic script checks). Returns the local day as an epoch range."""
-        now = slots.epoch(self.clock.now(UTC))
         s = slots.epoch(start)
         if s <= now:
             raise DomainError(ErrorCode.invalid_time, "That time is in the past; pick a future slot.")
@@ -37,123 +38,187 @@ class BookingService:
                 ErrorCode.invalid_time,
                 f"{calendar.name} needs at least {calendar.min_notice_minutes} minutes' notice.",
             )
-        local_day = start.astimezone(calendar.zone).date()
-        day = (
-            slots.local_midnight(local_day, calendar.zone),
-            slots.local_midnight(local_day + timedelta(days=1), calendar.zone),
-        )
-        external = await self.store.external_busy(tenant_id, calendar.calendar_id, *day)
         query = slots.SlotQuery(calendar, bookings=(), external=external)
-        if s not in slots.free_starts(query, day, minutes * 60, now):
+        # a one-second window holds this start only: the grid is anchored at the working range
+        if s not in slots.free_starts(query, (s, s + 1), minutes * 60, now):
             raise DomainError(
                 ErrorCode.outside_hours,
                 f"{start.astimezone(calendar.zone):%a %d %b %H:%M} is not a bookable slot for {calendar.name}; "
                 "check availability and pick one of the free slots.",
             )
-        return day
+        local_day = start.astimezone(calendar.zone).date()
+        return (
+            slots.local_midnight(local_day, calendar.zone),
+            slots.local_midnight(local_day + timedelta(days=1), calendar.zone),
+        )
 
-    async def book(self, envelope: Envelope, args: BookMeeting) -> tuple[BookingOutcome, bool]:
-        """Returns the outcome and whether this call created it (False: replay or existing)."""
-        replay = await self._replay(envelope)
-        if replay is not None:
-            return replay, False
-        calendar = await self._calendar(envelope.tenant_id, args.calendar_id)
+    async def book(self, envelope: Envelope, args: BookMeeting) -> Change:
+        """Book an offered slot for the caller."""
+        now_at = self.clock.now(UTC)
+        now = slots.epoch(now_at)
+        fingerprint = envelope.payload_fingerprint()
+        pre = await self.store.prefetch(
+            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(args.start)
+        )
+        if pre.stored is not None:
+            return _stored_change(pre.stored, fingerprint)
+        calendar = _known(pre.calendar, args.calendar_id)
         minutes = args.duration_minutes or calendar.slot_minutes
-        day = await self._check_bookable(calendar, args.start, minutes, envelope.tenant_id)
+        day = self._check_bookable(calendar, args.start, minutes, pre.external, now)
         start = args.start.astimezone(UTC)
-        booking = Booking(
+        # the arguments were validated once (BookMeeting); constructing skips validating them again
+        booking = Booking.model_construct(
             booking_id=uuid.uuid4().hex,
             tenant_id=envelope.tenant_id,
             calendar_id=calendar.calendar_id,
             user_id=envelope.user_id,
             attendee_name=args.attendee_name,
-            participants=args.participants,
+            participants=list(args.participants),
             start=start,
             end=start + timedelta(minutes=minutes),
-            created_at=self.clock.now(UTC),
+            status=BookingStatus.confirmed,
+            created_at=now_at,
+            notes=None,
         )
-        outcome = BookingOutcome(status="confirmed", booking=booking)
+        outcome = BookingOutcome.model_construct(status="confirmed", booking=booking)
+        meta = ChangeMeta(message_id=envelope.message_id, occurred_at=now_at, calendar_name=calendar.name)
         result = await self.store.book(
             envelope.idempotency_key,
-            envelope.payload_fingerprint(),
+            fingerprint,
             booking,
+            booking.model_dump_json(),
             outcome.model_dump_json(),
             calendar,
             day,
             envelope.conversation_id,
-            slots.epoch(self.clock.now(UTC)),
+            now,
+            meta.model_dump_json(),
+            uuid.uuid4().hex,
         )
         if result.status == "existing":
-            return BookingOutcome(status="confirmed", booking=Booking.model_validate_json(result.payload)), False
-        return _outcome(result), result.status == "created"
+            return Change(
+                BookingOutcome(status="confirmed", booking=Booking.model_validate_json(result.payload)), False
+            )
+        return _change(result, (outcome, meta))
 
-    async def _own_booking(self, envelope: Envelope, calendar_id: str, start: datetime) -> Booking:
+    async def _own_booking(self, envelope: Envelope, calendar_id: str, start: datetime, now: int) -> Owned:
+        """The caller's confirmed booking at that calendar and start: not_found for anyone else's."""
         s = slots.epoch(start)
-        for booking in await self.store.user_bookings(envelope.tenant_id, envelope.user_id, since=s):
+        for owned in await self.store.user_bookings(envelope.tenant_id, envelope.user_id, lo=s, hi=s):
+            booking = owned.booking
             if (
                 booking.calendar_id == calendar_id
                 and slots.epoch(booking.start) == s
                 and booking.status is BookingStatus.confirmed
             ):
-                return booking
+                if s <= now:
+                    raise DomainError(
+                        ErrorCode.invalid_time, "That booking has already started; it can no longer be changed."
+                    )
+                return owned
         raise DomainError(ErrorCode.not_found, "You have no booking at that time; list your bookings to find it.")
 
-    async def cancel(self, envelope: Envelope, args: CancelBooking) -> tuple[BookingOutcome, bool]:
-        replay = await self._replay(envelope)
-        if replay is not None:
-            return replay, False
-        current = await self._own_booking(envelope, args.calendar_id, args.start)
-        cancelled = current.model_copy(update={"status": BookingStatus.cancelled})
-        outcome = BookingOutcome(status="cancelled", booking=cancelled)
+    async def cancel(self, envelope: Envelope, args: CancelBooking) -> Change:
+        """Cancel one of the caller's upcoming bookings."""
+        now_at = self.clock.now(UTC)
+        fingerprint = envelope.payload_fingerprint()
+        pre = await self.store.prefetch(envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=None)
+        if pre.stored is not None:
+            return _stored_change(pre.stored, fingerprint)
+        current = await self._own_booking(envelope, args.calendar_id, args.start, slots.epoch(now_at))
+        cancelled = current.booking.model_copy(update={"status": BookingStatus.cancelled})
+        outcome = BookingOutcome.model_construct(status="cancelled", booking=cancelled)
+        name = pre.calendar.name if pre.calendar is not None else args.calendar_id
+        meta = ChangeMeta(message_id=envelope.message_id, occurred_at=now_at, calendar_name=name)
         result = await self.store.cancel(
-            envelope.idempotency_key, envelope.payload_fingerprint(), current, cancelled, outcome.model_dump_json()
+            envelope.idempotency_key,
+            fingerprint,
+            current,
+            cancelled,
+            outcome.model_dump_json(),
+            meta.model_dump_json(),
+            uuid.uuid4().hex,
         )
-        return _outcome(result), result.status == "created"
+        return _change(result, (outcome, meta))
 
-    async def reschedule(self, envelope: Envelope, args: RescheduleBooking) -> tuple[BookingOutcome, bool]:
-        replay = await self._replay(envelope)
-        if replay is not None:
-            return replay, False
-        current = await self._own_booking(envelope, args.calendar_id, args.start)
-        calendar = await self._calendar(envelope.tenant_id, args.calendar_id)
-        minutes = int((current.end - current.start).total_seconds() // 60)
-        day = await self._check_bookable(calendar, args.new_start, minutes, envelope.tenant_id)
+    async def reschedule(self, envelope: Envelope, args: RescheduleBooking) -> Change:
+        """Move one of the caller's upcoming bookings to an offered slot, atomically."""
+        now_at = self.clock.now(UTC)
+        now = slots.epoch(now_at)
+        fingerprint = envelope.payload_fingerprint()
+        pre = await self.store.prefetch(
+            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(args.new_start)
+        )
+        if pre.stored is not None:
+            return _stored_change(pre.stored, fingerprint)
+        calendar = _known(pre.calendar, args.calendar_id)
+        current = await self._own_booking(envelope, args.calendar_id, args.start, now)
+        old = current.booking
+        minutes = int((old.end - old.start).total_seconds() // 60)
+        day = self._check_bookable(calendar, args.new_start, minutes, pre.external, now)
         new_start = args.new_start.astimezone(UTC)
-        moved = current.model_copy(update={"start": new_start, "end": new_start + timedelta(minutes=minutes)})
-        outcome = BookingOutcome(status="rescheduled", booking=moved)
+        moved = old.model_copy(update={"start": new_start, "end": new_start + timedelta(minutes=minutes)})
+        outcome = BookingOutcome.model_construct(status="rescheduled", booking=moved)
+        meta = ChangeMeta(
+            message_id=envelope.message_id,
+            occurred_at=now_at,
+            calendar_name=calendar.name,
+            previous_start=old.start,
+            previous_end=old.end,
+        )
         result = await self.store.reschedule(
             envelope.idempotency_key,
-            envelope.payload_fingerprint(),
+            fingerprint,
             current,
             moved,
             outcome.model_dump_json(),
             calendar,
             day,
             envelope.conversation_id,
-            slots.epoch(self.clock.now(UTC)),
+            now,
+            meta.model_dump_json(),
+            uuid.uuid4().hex,
         )
-        return _outcome(result), result.status == "created"
-
-    async def _replay(self, envelope: Envelope) -> BookingOutcome | None:
-        """A retried command answers from its stored result before any check: time has moved on
-        and the booking it names may have changed since, because of this very command."""
-        stored = await self.store.stored_result(envelope.tenant_id, envelope.idempotency_key)
-        if stored is None:
-            return None
-        fingerprint, payload = stored
-        status = "replayed" if fingerprint == envelope.payload_fingerprint() else "conflict"
-        return _outcome(ScriptResult(status, payload))
+        return _change(result, (outcome, meta))
 
     async def list_mine(self, envelope: Envelope, args: ListMyBookings) -> BookingList:
-        since = None if args.include_past else slots.epoch(self.clock.now(UTC))
-        mine = await self.store.user_bookings(envelope.tenant_id, envelope.user_id, since=since)
-        return BookingList(bookings=[b for b in mine if b.status is BookingStatus.confirmed])
+        """The caller's confirmed bookings: upcoming (including one in progress) soonest first,
+        then, with include_past, the ended ones, most recent first."""
+        now = slots.epoch(self.clock.now(UTC))
+        lo = None if args.include_past else now - LOOKBACK_S
+        mine = [
+            o.booking
+            for o in await self.store.user_bookings(envelope.tenant_id, envelope.user_id, lo=lo, hi=None)
+            if o.booking.status is BookingStatus.confirmed
+        ]
+        upcoming = sorted((b for b in mine if slots.epoch(b.end) > now), key=lambda b: b.start)
+        past = sorted((b for b in mine if slots.epoch(b.end) <= now), key=lambda b: b.start, reverse=True)
+        return BookingList(bookings=upcoming + (past if args.include_past else []))
 
 
-def _outcome(result: ScriptResult) -> BookingOutcome:
+def _known(calendar: Calendar | None, calendar_id: str) -> Calendar:
+    if calendar is None:
+        raise DomainError(ErrorCode.unknown_calendar, f"No calendar {calendar_id!r}.")
+    return calendar
+
+
+def _stored_change(stored: Stored, fingerprint: str) -> Change:
+    """A retried command: its first result, or a conflict when the key came with another request."""
+    if stored.fingerprint != fingerprint:
+        return _change(ScriptResult("conflict", ""))
+    return _change(stored.result)
+
+
+def _change(result: ScriptResult, fresh: tuple[BookingOutcome, ChangeMeta] | None = None) -> Change:
+    """The Change a script result stands for, or the DomainError it means. `fresh` is what this
+    call asked to write: a `created` result stored exactly that, so it is not parsed back."""
     match result.status:
+        case "created" if fresh is not None:
+            return Change(fresh[0], applied=True, sequence=result.sequence, meta=fresh[1])
         case "created" | "replayed":
-            return BookingOutcome.model_validate_json(result.payload)
+            outcome = BookingOutcome.model_validate_json(result.payload)
+            meta = ChangeMeta.model_validate_json(result.meta) if result.meta else None
+            return Change(outcome, applied=result.status == "created", sequence=result.sequence, meta=meta)
         case "conflict":
             raise DomainError(
                 ErrorCode.idempotency_conflict,

@@ -1,87 +1,157 @@
-"""Bookings in Redis. Every write is one Lua script: the check and the write are one atomic step."""
+"""Bookings in Redis. Every write is one Lua script: the check and the write are one atomic step.
+
+Commands go through an AutoPipeline: the handlers of one stream batch share their round trips.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 from redis.asyncio import Redis
 
+from services.booking.pipeline import AutoPipeline, LuaScript
 from shared.domain import Booking, Calendar
 from shared.keys import TenantKeys
 from shared.redis import as_text
 
 LUA = Path(__file__).with_name("lua")
 LOOKBACK_S = 2 * 86_400
-"""No booking lasts longer than this: the conflict scan reaches back this far."""
+"""No booking or imported busy block lasts longer than this: reads by start reach back this far."""
+MAX_SPAN_S = (480 + 240 + 240) * 60
+"""The longest slot plus both buffers: busy blocks starting later cannot touch a slot."""
+CALENDAR_CACHE = 1_000
+
+
+def revision_key(tenant_id: str, booking_id: str) -> str:
+    """Counter of a booking's changes (its iCalendar SEQUENCE), in the tenant's hash slot.
+
+    Spelled `t:{tenant}:bkrev:<id>` so that it never matches the `t:{tenant}:bk:*` booking keys.
+    """
+    return f"t:{{{tenant_id}}}:bkrev:{booking_id}"
 
 
 @dataclass(frozen=True, slots=True)
 class ScriptResult:
+    """A write script's answer, or a stored one (see the scripts' headers)."""
+
     status: str
     """created | replayed | existing | conflict | slot_taken | daily_limit | changed | not_offered | offer_expired"""
     payload: str
+    meta: str = ""
+    sequence: int = 0
 
 
-def busy_member(booking: Booking) -> str:
-    return f"{int(booking.end.timestamp())}|{booking.booking_id}|{booking.user_id}"
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What an idempotency key holds: the request's fingerprint and its first result."""
+
+    fingerprint: str
+    result: ScriptResult
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """Everything a command reads before its write, fetched in one round trip."""
+
+    stored: Stored | None
+    calendar: Calendar | None
+    external: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """One of a user's bookings, with its JSON exactly as stored (the compare-and-set operand)."""
+
+    booking: Booking
+    raw: str
 
 
 class BookingStore:
     def __init__(self, redis: Redis, idempotency_ttl_s: int) -> None:
         self.redis = redis
         self.ttl = idempotency_ttl_s
-        self._book = redis.register_script((LUA / "book.lua").read_text())
-        self._cancel = redis.register_script((LUA / "cancel.lua").read_text())
-        self._reschedule = redis.register_script((LUA / "reschedule.lua").read_text())
+        self.auto = AutoPipeline(redis)
+        self._prefetch = LuaScript((LUA / "prefetch.lua").read_text())
+        self._book = LuaScript((LUA / "book.lua").read_text())
+        self._cancel = LuaScript((LUA / "cancel.lua").read_text())
+        self._reschedule = LuaScript((LUA / "reschedule.lua").read_text())
+        self._calendars: dict[bytes, Calendar] = {}
+
+    async def load_scripts(self) -> None:
+        """Load the scripts up front, so the first batch does not pay a NOSCRIPT round trip."""
+        for script in (self._prefetch, self._book, self._cancel, self._reschedule):
+            await self.redis.script_load(script.source)
+
+    def _parse_calendar(self, raw: bytes | None) -> Calendar | None:
+        """Calendars are re-read on every command (an admin may change them) but parsed once
+        per distinct JSON: the model is frozen, so a cached instance is safe to share."""
+        if raw is None:
+            return None
+        calendar = self._calendars.get(raw)
+        if calendar is None:
+            if len(self._calendars) >= CALENDAR_CACHE:
+                self._calendars.clear()
+            calendar = self._calendars[raw] = Calendar.model_validate_json(raw)
+        return calendar
+
+    async def prefetch(self, tenant_id: str, key: str, calendar_id: str, around: int | None) -> Prefetched:
+        """The key's stored result, the calendar and (with `around`) the external busy blocks
+        that may touch a slot starting at `around`: one read-only script in the shared round trip."""
+        keys = TenantKeys(tenant_id)
+        window: list[str | int] = ["", ""] if around is None else [around - LOOKBACK_S, around + MAX_SPAN_S]
+        stored, raw_calendar, rows = await self.auto.script(
+            self._prefetch, [keys.idempotency(key), keys.calendar(calendar_id), keys.external_busy(calendar_id)], window
+        )
+        fp, result, meta, seq = stored
+        return Prefetched(
+            stored=None
+            if fp is None
+            else Stored(
+                as_text(fp),
+                ScriptResult("replayed", as_text(result or b""), as_text(meta or b""), int(seq or 0)),
+            ),
+            calendar=self._parse_calendar(raw_calendar),
+            external=[(int(rows[i + 1]), int(rows[i].split(b"|", 1)[0])) for i in range(0, len(rows), 2)],
+        )
 
     async def calendar(self, tenant_id: str, calendar_id: str) -> Calendar | None:
-        raw = await self.redis.get(TenantKeys(tenant_id).calendar(calendar_id))
-        return None if raw is None else Calendar.model_validate_json(raw)
+        raw = await self.auto.call(lambda p: p.get(TenantKeys(tenant_id).calendar(calendar_id)))
+        return self._parse_calendar(raw)
 
-    async def booking(self, tenant_id: str, booking_id: str) -> Booking | None:
-        raw = await self.redis.get(TenantKeys(tenant_id).booking(booking_id))
-        return None if raw is None else Booking.model_validate_json(raw)
-
-    async def user_bookings(self, tenant_id: str, user_id: str, since: int | None) -> list[Booking]:
+    async def user_bookings(self, tenant_id: str, user_id: str, lo: int | None, hi: int | None) -> list[Owned]:
+        """The user's bookings starting in [lo, hi] (None = unbounded), by start."""
         keys = TenantKeys(tenant_id)
-        ids = cast(
-            list[bytes],
-            await self.redis.zrangebyscore(keys.user_bookings(user_id), "-inf" if since is None else since, "+inf"),
+        ids: list[bytes] = await self.auto.call(
+            lambda p: p.zrangebyscore(
+                keys.user_bookings(user_id), "-inf" if lo is None else lo, "+inf" if hi is None else hi
+            )
         )
         if not ids:
             return []
-        raws = await self.redis.mget([keys.booking(as_text(i)) for i in ids])
-        return [Booking.model_validate_json(r) for r in raws if r is not None]
-
-    async def stored_result(self, tenant_id: str, key: str) -> tuple[str, str] | None:
-        """(fingerprint, result json) stored under an idempotency key, if any."""
-        fp, result = await self.redis.hmget(TenantKeys(tenant_id).idempotency(key), ["fp", "result"])
-        return None if fp is None else (as_text(fp), as_text(result or b""))
-
-    async def external_busy(self, tenant_id: str, calendar_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
-        rows = cast(
-            list[tuple[bytes, float]],
-            await self.redis.zrangebyscore(
-                TenantKeys(tenant_id).external_busy(calendar_id), lo - LOOKBACK_S, hi, withscores=True
-            ),
-        )
-        return [(int(score), int(member.split(b"|", 1)[0])) for member, score in rows]
+        raws: list[bytes | None] = await self.auto.call(lambda p: p.mget([keys.booking(as_text(i)) for i in ids]))
+        return [Owned(Booking.model_validate_json(r), as_text(r)) for r in raws if r is not None]
 
     async def book(
         self,
         key: str,
         fingerprint: str,
         booking: Booking,
+        booking_json: str,
         result_json: str,
         calendar: Calendar,
         day: tuple[int, int],
         conversation_id: str,
         now: int,
+        meta: str,
+        attempt: str,
     ) -> ScriptResult:
         keys = TenantKeys(booking.tenant_id)
-        out = await self._book(
+        start, end = int(booking.start.timestamp()), int(booking.end.timestamp())
+        out = await self.auto.script(
+            self._book,
             keys=[
                 keys.idempotency(key),
                 keys.calendar_bookings(booking.calendar_id),
@@ -92,44 +162,57 @@ class BookingStore:
             args=[
                 fingerprint,
                 result_json,
-                int(booking.start.timestamp()),
-                int(booking.end.timestamp()),
+                start,
+                end,
                 calendar.buffer_before_minutes * 60,
                 calendar.buffer_after_minutes * 60,
-                LOOKBACK_S,
                 self.ttl,
                 booking.booking_id,
                 booking.user_id,
-                booking.model_dump_json(),
+                booking_json,
                 keys.booking(""),
                 calendar.max_bookings_per_day or 0,
                 day[0],
                 day[1],
-                f"{booking.calendar_id}|{int(booking.start.timestamp())}",
+                f"{booking.calendar_id}|{start}",
                 now,
+                meta,
+                attempt,
             ],
         )
         return _result(out)
 
     async def cancel(
-        self, key: str, fingerprint: str, current: Booking, cancelled: Booking, result_json: str
+        self,
+        key: str,
+        fingerprint: str,
+        current: Owned,
+        cancelled: Booking,
+        result_json: str,
+        meta: str,
+        attempt: str,
     ) -> ScriptResult:
-        keys = TenantKeys(current.tenant_id)
-        out = await self._cancel(
+        booking = current.booking
+        keys = TenantKeys(booking.tenant_id)
+        out = await self.auto.script(
+            self._cancel,
             keys=[
                 keys.idempotency(key),
-                keys.calendar_bookings(current.calendar_id),
-                keys.booking(current.booking_id),
-                keys.user_bookings(current.user_id),
+                keys.calendar_bookings(booking.calendar_id),
+                keys.booking(booking.booking_id),
+                keys.user_bookings(booking.user_id),
+                revision_key(booking.tenant_id, booking.booking_id),
             ],
             args=[
                 fingerprint,
                 result_json,
-                busy_member(current),
+                busy_member(booking),
                 self.ttl,
-                current.model_dump_json(),
+                current.raw,
                 cancelled.model_dump_json(),
-                current.booking_id,
+                booking.booking_id,
+                meta,
+                attempt,
             ],
         )
         return _result(out)
@@ -138,47 +221,59 @@ class BookingStore:
         self,
         key: str,
         fingerprint: str,
-        current: Booking,
+        current: Owned,
         moved: Booking,
         result_json: str,
         calendar: Calendar,
         day: tuple[int, int],
         conversation_id: str,
         now: int,
+        meta: str,
+        attempt: str,
     ) -> ScriptResult:
-        keys = TenantKeys(current.tenant_id)
-        out = await self._reschedule(
+        booking = current.booking
+        keys = TenantKeys(booking.tenant_id)
+        start = int(moved.start.timestamp())
+        out = await self.auto.script(
+            self._reschedule,
             keys=[
                 keys.idempotency(key),
-                keys.calendar_bookings(current.calendar_id),
-                keys.booking(current.booking_id),
-                keys.user_bookings(current.user_id),
+                keys.calendar_bookings(booking.calendar_id),
+                keys.booking(booking.booking_id),
+                keys.user_bookings(booking.user_id),
                 keys.offers(conversation_id),
+                revision_key(booking.tenant_id, booking.booking_id),
             ],
             args=[
                 fingerprint,
                 result_json,
-                busy_member(current),
-                int(moved.start.timestamp()),
+                busy_member(booking),
+                start,
                 int(moved.end.timestamp()),
                 calendar.buffer_before_minutes * 60,
                 calendar.buffer_after_minutes * 60,
-                LOOKBACK_S,
                 self.ttl,
-                current.model_dump_json(),
+                current.raw,
                 moved.model_dump_json(),
-                current.booking_id,
-                current.user_id,
+                booking.booking_id,
+                booking.user_id,
                 calendar.max_bookings_per_day or 0,
                 day[0],
                 day[1],
-                f"{moved.calendar_id}|{int(moved.start.timestamp())}",
+                f"{moved.calendar_id}|{start}",
                 now,
+                meta,
+                attempt,
             ],
         )
         return _result(out)
 
 
-def _result(out: list[bytes]) -> ScriptResult:
-    status, payload = out
-    return ScriptResult(status.decode(), (payload or b"").decode())
+def busy_member(booking: Booking) -> str:
+    """The booking's member in its calendar's busy set: `end|booking_id|user_id`."""
+    return f"{int(booking.end.timestamp())}|{booking.booking_id}|{booking.user_id}"
+
+
+def _result(out: Sequence[Any]) -> ScriptResult:
+    status, payload, meta, sequence = out
+    return ScriptResult(as_text(status), as_text(payload or b""), as_text(meta or b""), int(sequence or 0))

@@ -1,41 +1,58 @@
 -- Move one booking atomically: the new slot is taken and the old one freed in one step, or nothing changes.
 -- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
---       5 offers hash of the conversation
+--       5 offers hash of the conversation, 6 booking revision counter (iCalendar SEQUENCE)
 -- ARGV: 1 fingerprint, 2 result json, 3 old busy member, 4 new core start, 5 new core end,
---       6 buffer before, 7 buffer after, 8 lookback, 9 idempotency ttl, 10 expected current json,
---       11 moved booking json, 12 booking id, 13 user id, 14 cap per day (0 none), 15 day start, 16 day end,
---       17 offer field `calendar|new start`, 18 now (epoch s)
-local seen = redis.call('HMGET', KEYS[1], 'fp', 'result')
+--       6 buffer before, 7 buffer after, 8 idempotency ttl, 9 expected current json (as read),
+--       10 moved booking json, 11 booking id, 12 user id, 13 cap per day (0 none), 14 day start, 15 day end,
+--       16 offer field `calendar|new start`, 17 now (epoch s), 18 change meta json, 19 attempt token
+-- Returns {status, payload, meta, sequence}:
+--   created | replayed | conflict | changed | not_offered | offer_expired | slot_taken | daily_limit
+local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
 if seen[1] then
-  if seen[1] ~= ARGV[1] then return {'conflict', seen[1]} end
-  return {'replayed', seen[2]}
+  if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
+  local status = 'replayed'
+  if seen[5] == ARGV[19] then status = 'created' end
+  return {status, seen[2], seen[3], tonumber(seen[4])}
 end
-if redis.call('GET', KEYS[3]) ~= ARGV[10] then return {'changed', ''} end
-local expires = redis.call('HGET', KEYS[5], ARGV[17])
-if not expires then return {'not_offered', ''} end
-if tonumber(expires) < tonumber(ARGV[18]) then return {'offer_expired', ''} end
+if redis.call('GET', KEYS[3]) ~= ARGV[9] then return {'changed', '', '', 0} end
+local expires = redis.call('HGET', KEYS[5], ARGV[16])
+if not expires then return {'not_offered', '', '', 0} end
+if tonumber(expires) < tonumber(ARGV[17]) then return {'offer_expired', '', '', 0} end
 
 local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
 local before, after = tonumber(ARGV[6]), tonumber(ARGV[7])
-local rows = redis.call('ZRANGEBYSCORE', KEYS[2], s - tonumber(ARGV[8]), '(' .. (e + after + before))
-for _, member in ipairs(rows) do
-  if member ~= ARGV[3] then
-    local oe = tonumber(string.match(member, '^(%d+)|'))
-    if oe + after > s - before then return {'slot_taken', ''} end
+-- Bookings of one calendar never overlap, so their ends rise with their starts: of those
+-- starting before s only the latest other than this booking can reach s.
+local rows = {}
+local earlier = redis.call('ZREVRANGEBYSCORE', KEYS[2], '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 2)
+for i = 1, #earlier, 2 do
+  if earlier[i] ~= ARGV[3] then
+    rows[1], rows[2] = earlier[i], earlier[i + 1]
+    break
   end
 end
-local cap = tonumber(ARGV[14])
+local later = redis.call('ZRANGEBYSCORE', KEYS[2], s, '(' .. (e + after + before), 'WITHSCORES')
+for i = 1, #later do rows[#rows + 1] = later[i] end
+for i = 1, #rows, 2 do
+  local member, os = rows[i], tonumber(rows[i + 1])
+  if member ~= ARGV[3] then
+    local oe = tonumber(string.match(member, '^(%d+)|'))
+    if os < e + after + before and oe + after > s - before then return {'slot_taken', '', '', 0} end
+  end
+end
+local cap = tonumber(ARGV[13])
 if cap > 0 then
-  local n = redis.call('ZCOUNT', KEYS[2], ARGV[15], '(' .. ARGV[16])
+  local n = redis.call('ZCOUNT', KEYS[2], ARGV[14], '(' .. ARGV[15])
   local old_start = redis.call('ZSCORE', KEYS[2], ARGV[3])
-  if old_start and tonumber(old_start) >= tonumber(ARGV[15]) and tonumber(old_start) < tonumber(ARGV[16]) then n = n - 1 end
-  if n >= cap then return {'daily_limit', ''} end
+  if old_start and tonumber(old_start) >= tonumber(ARGV[14]) and tonumber(old_start) < tonumber(ARGV[15]) then n = n - 1 end
+  if n >= cap then return {'daily_limit', '', '', 0} end
 end
 
 redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[2], s, e .. '|' .. ARGV[12] .. '|' .. ARGV[13])
-redis.call('ZADD', KEYS[4], s, ARGV[12])
-redis.call('SET', KEYS[3], ARGV[11])
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'result', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[9])
-return {'created', ARGV[2]}
+redis.call('ZADD', KEYS[2], s, e .. '|' .. ARGV[11] .. '|' .. ARGV[12])
+redis.call('ZADD', KEYS[4], s, ARGV[11])
+redis.call('SET', KEYS[3], ARGV[10])
+local seq = redis.call('INCR', KEYS[6])
+redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'result', ARGV[2], 'meta', ARGV[18], 'seq', seq, 'attempt', ARGV[19])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+return {'created', ARGV[2], ARGV[18], seq}

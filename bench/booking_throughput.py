@@ -1,0 +1,236 @@
+"""Booking worker throughput and command -> reply latency with 1 and 2 worker processes.
+
+Run: .venv/bin/python -m bench.booking_throughput [--commands 20000] [--rate 1000] [--workers 1,2]
+     [--appendfsync everysec|always|no] [--redis-url URL]
+
+Each run starts real `python -m services.booking` processes, then
+  * throughput: publishes `--commands` book_meeting commands (distinct slots, each offered in its
+    own conversation, one participant, so every booking also builds its .ics event) with
+    pipelined XADDs, as fast as they go, and times the last reply;
+  * latency: publishes at a steady `--rate` per second (below capacity) and measures each
+    command's XADD -> reply-seen time.
+It also prints the workers' CPU time per command, which other load on the machine hardly moves.
+By default a private `redis-server` (no persistence unless `--appendfsync`) runs on a free
+loopback port, so no test run on the shared server can flush the data mid-run.
+Goal: >= 2,000 bookings/s with 2 workers on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from bench.private_redis import private_redis
+from shared import streams
+from shared.messages import Envelope
+from tests.support.booking_data import Replies as _Replies
+from tests.support.booking_data import book_payload, command, offer, publish, put_rooms, slot_at
+from tests.support.worker_processes import WorkerProcess
+
+ROOMS = 20
+GOAL_PER_S = 2_000
+
+
+class Replies(_Replies):
+    """Also records when each reply was seen."""
+
+    def __init__(self, redis: Redis, stream: str) -> None:
+        super().__init__(redis, stream)
+        self.seen: dict[str, float] = {}
+
+    async def poll(self, block_ms: int = 100) -> None:
+        await super().poll(block_ms)
+        now = time.perf_counter()
+        for message_id in self.by_message.keys() - self.seen.keys():
+            self.seen[message_id] = now
+
+
+class Slots:
+    """Hands out distinct (room, start) pairs from tomorrow on."""
+
+    def __init__(self, rooms: list[str]) -> None:
+        self.rooms = rooms
+        self.taken = 0
+
+    async def commands(self, redis: Redis, count: int, reply_to: str) -> list[Envelope]:
+        out = []
+        for _ in range(count):
+            calendar_id, start = slot_at(self.taken, self.rooms)
+            i = self.taken
+            self.taken += 1
+            conversation = f"conv-{uuid.uuid4().hex[:12]}"
+            await offer(redis, conversation, [(calendar_id, start)])
+            payload = book_payload(calendar_id, start, f"User {i}", [f"user{i}@example.com"])
+            out.append(
+                command("book_meeting", payload, user=f"user-{i % 500}", conversation=conversation, reply_to=reply_to)
+            )
+        return out
+
+
+async def publish_all(redis: Redis, envelopes: list[Envelope], sent: dict[str, float], chunk: int = 500) -> None:
+    for i in range(0, len(envelopes), chunk):
+        part = envelopes[i : i + chunk]
+        now = time.perf_counter()
+        for envelope in part:
+            sent[envelope.message_id] = now
+        await publish(redis, part)
+
+
+async def paced(redis: Redis, envelopes: list[Envelope], sent: dict[str, float], rate: float) -> None:
+    """Publish at `rate` per second in 10 ms ticks."""
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    start = time.perf_counter()
+    for n, i in enumerate(range(0, len(envelopes), per_tick)):
+        delay = start + n * tick - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await publish_all(redis, envelopes[i : i + per_tick], sent)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    workers: int
+    replies: int
+    per_s: float
+    cpu_us: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+
+
+async def wait_all(replies: Replies, envelopes: list[Envelope], timeout_s: float) -> None:
+    await replies.wait_for([e.message_id for e in envelopes], timeout_s)
+
+
+def errors_of(replies: Replies) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for answers in replies.by_message.values():
+        error = answers[0].error
+        if error is not None:
+            out[error.code] = out.get(error.code, 0) + 1
+    return out
+
+
+async def run(url: str, workers: int, commands: int, rate: float, slots: Slots) -> Row:
+    redis = Redis.from_url(url)
+    procs = [
+        WorkerProcess("services.booking", url, f"bench-{workers}-{i}-{uuid.uuid4().hex[:6]}", BLOCK_MS=100).start()
+        for i in range(workers)
+    ]
+    try:
+        for proc in procs:
+            await proc.ready()
+        warm = await slots.commands(redis, 200 * workers, f"replies:bench-warm-{uuid.uuid4().hex[:6]}")
+        await publish_all(redis, warm, {})
+        await wait_all(Replies(redis, warm[0].reply_to), warm, 30)
+
+        envelopes = await slots.commands(redis, commands, f"replies:bench-{uuid.uuid4().hex[:6]}")
+        replies = Replies(redis, envelopes[0].reply_to)
+        sent: dict[str, float] = {}
+        pids = [p.process.pid for p in procs if p.process is not None]
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        began = time.perf_counter()
+        await asyncio.gather(publish_all(redis, envelopes, sent), wait_all(replies, envelopes, 120))
+        elapsed = max(replies.seen.values()) - began
+        cpu_us = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) / len(replies.seen) * 1e6
+
+        paced_envelopes = await slots.commands(redis, int(rate * 5), f"replies:bench-lat-{uuid.uuid4().hex[:6]}")
+        paced_replies = Replies(redis, paced_envelopes[0].reply_to)
+        paced_sent: dict[str, float] = {}
+        await asyncio.gather(
+            paced(redis, paced_envelopes, paced_sent, rate), wait_all(paced_replies, paced_envelopes, 60)
+        )
+        latencies = [(paced_replies.seen[m] - t) * 1000 for m, t in paced_sent.items() if m in paced_replies.seen]
+        errors = errors_of(replies)
+        for code, n in errors_of(paced_replies).items():
+            errors[code] = errors.get(code, 0) + n
+        return Row(
+            workers,
+            len(replies.seen),
+            len(replies.seen) / elapsed,
+            cpu_us,
+            pct(latencies, 0.5),
+            pct(latencies, 0.99),
+            errors,
+        )
+    finally:
+        WorkerProcess.stop_all(procs)
+        await redis.aclose()
+
+
+async def main_async(url: str, args: argparse.Namespace) -> int:
+    redis = Redis.from_url(url)
+    if await redis.dbsize():
+        print(f"{url} is not empty; give an empty database", file=sys.stderr)
+        return 2
+    await streams.ensure_groups(redis)
+    slots = Slots(await put_rooms(redis, ROOMS, prefix="bench"))
+    rows = []
+    try:
+        for n in (int(w) for w in args.workers.split(",")):
+            rows.append(await run(url, n, args.commands, args.rate, slots))
+    finally:
+        await redis.flushdb()
+        await redis.aclose()
+    load = os.getloadavg()[0]
+    persistence = f"appendfsync {args.appendfsync}" if args.appendfsync else "no persistence"
+    print(
+        f"\nbook_meeting, {args.commands} per run; latency at {args.rate:.0f}/s; Redis: {persistence}; load {load:.1f}"
+    )
+    header = ("workers", "replies", "commands/s", "worker CPU/cmd", "p50 ms", "p99 ms")
+    widths = (7, 7, 10, 14, 7, 7)
+    print(" | ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)) + " | errors")
+    print("-+-".join("-" * w for w in widths) + "-+-------")
+    for row in rows:
+        cells = (
+            row.workers,
+            row.replies,
+            f"{row.per_s:.0f}",
+            f"{row.cpu_us:.0f} us",
+            f"{row.p50_ms:.1f}",
+            f"{row.p99_ms:.1f}",
+        )
+        print(" | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)) + f" | {row.errors or '-'}")
+    two = [r.per_s for r in rows if r.workers == 2]
+    if two:
+        verdict = "met" if max(two) >= GOAL_PER_S else "NOT met"
+        print(f"goal >= {GOAL_PER_S}/s with 2 workers: {verdict} ({max(two):.0f}/s)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--redis-url", default=None, help="an empty database to use instead of a private server")
+    parser.add_argument("--commands", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=1_000, help="commands/s for the latency run")
+    parser.add_argument("--workers", default="1,2", help="worker process counts to run, comma-separated")
+    parser.add_argument(
+        "--appendfsync", choices=("everysec", "always", "no"), help="private server with an append-only file"
+    )
+    args = parser.parse_args()
+    with private_redis(args.redis_url, args.appendfsync) as url:
+        return asyncio.run(main_async(url, args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

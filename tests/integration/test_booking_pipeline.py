@@ -1,0 +1,51 @@
+"""The booking store's automatic pipelining on the real server: results reach their own callers,
+an error fails only its caller, and a script the server forgot is loaded again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from services.booking.pipeline import AutoPipeline, LuaScript, Queue
+
+
+async def test_concurrent_callers_each_get_their_own_reply(redis: Redis) -> None:
+    await redis.mset({f"k{i}": f"v{i}" for i in range(200)})
+    auto = AutoPipeline(redis)
+
+    def get(key: str) -> Queue:
+        return lambda pipe: pipe.get(key)
+
+    values = await asyncio.gather(*(auto.call(get(f"k{i}")) for i in range(200)))
+
+    assert values == [f"v{i}".encode() for i in range(200)]
+
+
+async def test_a_failing_command_fails_only_its_caller(redis: Redis) -> None:
+    await redis.set("text", "not a hash")
+    await redis.hset("hash", "f", "1")
+    auto = AutoPipeline(redis)
+
+    bad = auto.call(lambda p: p.hget("text", "f"))
+    good = auto.call(lambda p: p.hget("hash", "f"))
+
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await bad
+    assert await good == b"1"
+
+
+async def test_a_script_the_server_does_not_know_is_loaded_and_run(redis: Redis) -> None:
+    """As after a Redis restart: EVALSHA answers NOSCRIPT, the script is loaded and run once."""
+    unique = uuid.uuid4().hex  # a script text no server has seen (no global SCRIPT FLUSH needed)
+    script = LuaScript(f"-- {unique}\nreturn redis.call('INCR', KEYS[1]) + tonumber(ARGV[1])")
+    auto = AutoPipeline(redis)
+    assert await redis.script_exists(script.sha) == [False]
+
+    first = await auto.script(script, ["counter"], [10])
+    second = await auto.script(script, ["counter"], [10])
+
+    assert (first, second) == (11, 12)
