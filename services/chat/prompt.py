@@ -1,42 +1,79 @@
-"""The system prompt, built from data: today in the calendars' zones, the calendars, the policy.
+"""The system prompt, built from data: the policy, the calendars, today's date and the days ahead.
 
-Kept short and stable (the policy text never changes between turns) so a local model's
-prefix cache is reused.
+Laid out for prefix caching and for small models:
+- the policy text comes first and never changes; the calendars follow (they change only when an
+  operator edits them); the dates come last and change once a day (no clock time, which would
+  change the prompt every minute and make a local model evaluate it again each time);
+- short imperative rules with one example sentence each, which a 1.5B model follows and a large
+  model reads as plain instructions;
+- the next days written out with their weekdays and ISO dates, so "on Friday" becomes a date
+  without the model doing calendar arithmetic.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.domain import WEEKDAYS, CalendarDirectory, CalendarSummary
+from shared.domain import WEEKDAYS, CalendarDirectory, CalendarSummary, TimeRange
 
-POLICY = """You book appointments. Rules:
-1. Call fetch_free_slots before proposing times; propose only times it returned.
-2. Before book_meeting or reschedule_booking, ask the user to confirm one exact day, time and calendar;
-   call the tool only after they say yes.
-3. Reply in plain friendly sentences. Never show JSON, ids, tool names or codes. Say times like "Thu 27 Nov at 14:00".
-4. Never say something is booked, cancelled or moved unless a tool result said so.
-5. Only help with appointments; politely decline anything else."""
+POLICY = """You are a booking assistant for the calendars below. You do not know anyone's free times until \
+fetch_free_slots tells you.
+Steps of a booking:
+1. The user asks when someone is free: call fetch_free_slots for that calendar and day.
+2. You got the fetch_free_slots result: write its day and first times (a slot "2026-03-03T09:30+01:00" is \
+"Tue 3 Mar at 09:30"), then ask which time suits the user.
+3. The user picks a time: do not book yet. Ask like "Shall I book Dr. Lee on Tue 3 Mar at 09:30 for you?"
+4. The user says yes: call book_meeting with the start exactly as fetch_free_slots returned it and the user's name.
+Always answer in one or two short sentences. Never write JSON, ids, codes or tool names. Never say something is \
+booked, cancelled or moved unless a tool result said so. If the user asks about anything other than appointments, \
+say politely that you can only help with appointments."""
+
+DAYS_AHEAD = 8
+
+
+def _ranges(ranges: list[TimeRange]) -> str:
+    return ", ".join(f"{r.start:%H:%M}-{r.end:%H:%M}" for r in ranges)
 
 
 def _hours(c: CalendarSummary) -> str:
-    days = []
+    """Working hours with runs of days that share their hours merged: "Mon-Thu 09:00-12:00; Fri ..."."""
+    runs: list[tuple[str, str, str]] = []  # (first day, last day, hours)
     for day in WEEKDAYS:
         ranges = c.weekly_hours.get(day)
-        if ranges:
-            days.append(f"{day.title()} " + ", ".join(f"{r.start:%H:%M}-{r.end:%H:%M}" for r in ranges))
-    return "; ".join(days) or "no regular hours"
+        if not ranges:
+            continue
+        hours = _ranges(ranges)
+        previous = runs[-1] if runs else None
+        if previous and previous[2] == hours and WEEKDAYS.index(day) == WEEKDAYS.index(previous[1]) + 1:
+            runs[-1] = (previous[0], day, hours)
+        else:
+            runs.append((day, day, hours))
+    parts = [(f"{a.title()}-{b.title()}" if a != b else a.title()) + f" {h}" for a, b, h in runs]
+    return "; ".join(parts) or "no regular hours"
+
+
+def _calendar_line(c: CalendarSummary) -> str:
+    return f"- {c.name} (calendar_id {c.calendar_id}): {c.slot_minutes} min slots, {_hours(c)}, time zone {c.timezone}"
+
+
+def _days(today: date) -> str:
+    days = [today + timedelta(days=i) for i in range(DAYS_AHEAD)]
+    return ", ".join(f"{d:%a %d %b} = {d.isoformat()}" for d in days)
 
 
 def system_prompt(directory: CalendarDirectory, now: datetime) -> str:
     lines = [POLICY, "", "Calendars:"]
-    for c in directory.calendars:
-        local = now.astimezone(ZoneInfo(c.timezone))
-        lines.append(
-            f"- {c.name}: calendar_id {c.calendar_id}, zone {c.timezone} (now {local:%a %Y-%m-%d %H:%M}), "
-            f"{c.slot_minutes} min slots, hours {_hours(c)}"
-        )
+    lines += [_calendar_line(c) for c in directory.calendars]
     if not directory.calendars:
         lines.append("- none configured: tell the user booking is not available yet.")
+        return "\n".join(lines)
+    zones = list(dict.fromkeys(c.timezone for c in directory.calendars))
+    today = now.astimezone(ZoneInfo(zones[0])).date()
+    lines += ["", f"Today is {today:%A %d %B %Y} ({zones[0]})."]
+    for zone in zones[1:]:
+        there = now.astimezone(ZoneInfo(zone)).date()
+        if there != today:
+            lines.append(f"In {zone} it is {there:%A %d %B %Y}.")
+    lines.append(f"Dates: {_days(today)}.")
     return "\n".join(lines)

@@ -22,7 +22,8 @@ def main() -> int:
             logging.error("bad setting %s: %s", name, item["msg"])
         return 2
     app = create_app(Runtime(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # No access log: the handler logs one line per generation (tokens, cache, timing) instead.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     return 0
 
 

@@ -242,6 +242,43 @@ def narration_possible(prepared: Prepared, guards: Guards) -> bool:
     return guards.narration and prepared.free_text and bool(prepared.tools) and not prepared.answered
 
 
+class _Halt(threading.Event):
+    """Set on its own (a guard stops the output early) or when the request's event is set."""
+
+    def __init__(self, outer: threading.Event | None) -> None:
+        super().__init__()
+        self._outer = outer
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._outer is not None and self._outer.is_set())
+
+
+class _NarrationWatch:
+    """Stops a text reply as soon as it names an offered tool: that reply is replaced by the
+    call anyway (see `second_pass`), so the rest of the sentence is not worth generating."""
+
+    def __init__(self, tools: Sequence[Tool], on_text: Callable[[str], None] | None, halt: _Halt) -> None:
+        self._tools = tools
+        self._on_text = on_text
+        self._halt = halt
+        self._text = ""
+        self.named: str | None = None
+
+    def __call__(self, piece: str) -> None:
+        if self._on_text is not None:
+            self._on_text(piece)
+        if self.named is not None:
+            return
+        self._text += piece
+        if self._text.lstrip()[:1] in ("{", "<"):  # a call: nothing to watch
+            self.named = ""
+            return
+        name = first_mentioned(self._text, self._tools)
+        if name is not None:
+            self.named = name
+            self._halt.set()
+
+
 def run(
     engine: Engine,
     prepared: Prepared,
@@ -254,7 +291,11 @@ def run(
 ) -> Outcome:
     """Generate (in a worker thread, holding the engine) and turn the output into a message,
     with at most one second pass (see `second_pass`)."""
-    gen = engine.generate(prepared.prompt, prepared.grammar, sampling, on_text, cancel)
+    halt = _Halt(cancel)
+    watch = _NarrationWatch(prepared.tools, on_text, halt) if narration_possible(prepared, guards) else None
+    gen = engine.generate(prepared.prompt, prepared.grammar, sampling, watch or on_text, halt)
+    if watch is not None and watch.named and gen.finish_reason == "cancelled" and not (cancel and cancel.is_set()):
+        gen = replace(gen, finish_reason="stop")  # stopped by the watch, not by the client
     message, finish = to_message(gen, prepared)
     completion_tokens = gen.completion_tokens
     retry = None if finish == "length" else second_pass(prepared, message, guards)

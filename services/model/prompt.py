@@ -48,19 +48,49 @@ def render_tool_call(name: str, arguments: Any) -> str:
 
 _SUBSCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
 _DATA_KEYWORDS = frozenset({"default", "examples", "const", "enum"})
+# Constraints that the grammar holds every call to (grammar.build), so listing them in the
+# prompt only costs tokens: about a third of the tool schemas of the booking tools.
+_ENFORCED = frozenset(
+    {
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "uniqueItems",
+        "required",
+    }
+)
+
+
+def _simple_types(options: Any) -> list[str] | None:
+    """["integer", "null"] for an anyOf of bare {"type": ...} schemas, else None."""
+    if not isinstance(options, list) or not options:
+        return None
+    types = [o["type"] for o in options if isinstance(o, dict) and set(o) == {"type"} and isinstance(o["type"], str)]
+    return types if len(types) == len(options) else None
 
 
 def compact_schema(node: Any) -> Any:
-    """The schema without "title" annotations (Pydantic adds one per field; they repeat the
-    names and cost ~20% of the prompt). Property and definition names are kept, and so is
-    data (default, examples, const, enum)."""
+    """The schema as the model needs to read it: without "title" annotations (Pydantic adds
+    one per field; they repeat the names), without the constraints the grammar enforces
+    (`required` and `additionalProperties: false` included), and with an anyOf of bare types written as a type
+    list. Property and definition names, descriptions, formats and data (default, examples,
+    const, enum) are kept."""
     if isinstance(node, list):
         return [compact_schema(item) for item in node]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "title" and isinstance(value, str):
+        if (key == "title" and isinstance(value, str)) or key in _ENFORCED:
+            continue
+        if key == "additionalProperties" and value is False:
             continue
         if key in _SUBSCHEMA_MAPS and isinstance(value, dict):
             out[key] = {name: compact_schema(sub) for name, sub in value.items()}
@@ -68,11 +98,16 @@ def compact_schema(node: Any) -> Any:
             out[key] = value
         else:
             out[key] = compact_schema(value)
+    types = _simple_types(out.get("anyOf"))
+    if types is not None and "type" not in out:
+        del out["anyOf"]
+        out = {"type": types, **out}
     return out
 
 
 def _tool_line(tool: Tool) -> str:
     data = tool.model_dump(exclude_none=True)
+    data["function"].pop("strict", None)  # the grammar is always strict
     data["function"]["parameters"] = compact_schema(tool.function.parameters)
     return dumps(data)
 

@@ -3,6 +3,7 @@ the real model served on a loopback port (marked `local_model`, skipped without 
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -55,6 +56,8 @@ class ScriptedEngine:
     prompt_tokens: int = 100
     finish: str = "stop"
     asked: list[tuple[str, str | None, Sampling]] = field(default_factory=list)
+    produced: list[str] = field(default_factory=list)
+    """What each generation actually wrote (less than its output when it was cancelled)."""
 
     def check(self, prompt: str, grammar: str | None) -> int:
         return self.prompt_tokens
@@ -69,15 +72,21 @@ class ScriptedEngine:
     ) -> Generation:
         self.asked.append((prompt, grammar, sampling))
         text = self.outputs.pop(0)
-        if on_text is not None:
-            words = text.split(" ")
-            for piece in [w + " " for w in words[:-1]] + words[-1:]:
+        words = text.split(" ")
+        produced = ""
+        for piece in [w + " " for w in words[:-1]] + words[-1:]:
+            if cancel is not None and cancel.is_set():
+                break
+            produced += piece
+            if on_text is not None:
                 on_text(piece)
+        cancelled = produced != text
+        self.produced.append(produced)
         return Generation(
-            text=text,
-            finish_reason="length" if self.finish == "length" else "stop",
+            text=produced,
+            finish_reason="cancelled" if cancelled else "length" if self.finish == "length" else "stop",
             prompt_tokens=self.prompt_tokens,
-            completion_tokens=max(len(text) // 4, 1),
+            completion_tokens=max(len(produced) // 4, 1),
         )
 
 
@@ -126,7 +135,9 @@ async def scripted_client(scripted_url: str) -> AsyncIterator[AsyncOpenAI]:
         yield client
 
 
-def _real_model_problem(path: Path) -> str | None:
+def real_model_problem(path: Path | None = None) -> str | None:
+    """Why the real model cannot run here (no wheel, no weights), or None."""
+    path = path or ModelSettings().path
     if not llamacpp.available():
         return "llama-cpp-python is not installed; run scripts/install_local_model.sh"
     if not path.is_file():
@@ -136,25 +147,39 @@ def _real_model_problem(path: Path) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def local_model_url() -> Iterator[str]:
-    """The real model on a loopback port, loaded once for the session."""
+_LOCAL: list[str] = []
+
+
+def shared_local_model() -> str:
+    """The real model on a loopback port, loaded once per test process and shared by every
+    test directory (the model/ and e2e/ fixtures both use it); stopped when the process ends."""
+    if _LOCAL:
+        return _LOCAL[0]
     settings = ModelSettings()
-    problem = _real_model_problem(settings.path)
+    problem = real_model_problem(settings.path)
     if problem is not None:
         pytest.skip(problem)
-    with ServerThread(create_app(Runtime(settings))) as url:
-        deadline = time.monotonic() + 120
-        while True:
-            health = httpx.get(f"{url}/healthz", timeout=5).json()
-            if health["status"] == "ready":
-                break
-            if health["status"] == "unavailable":
-                pytest.fail(f"the local model did not load: {health['detail']}")
-            if time.monotonic() > deadline:
-                pytest.fail("the local model did not load within 120 s")
-            time.sleep(0.2)
-        yield url
+    server = ServerThread(create_app(Runtime(settings)))
+    url = server.__enter__()
+    atexit.register(server.__exit__)
+    deadline = time.monotonic() + 120
+    while True:
+        health = httpx.get(f"{url}/healthz", timeout=5).json()
+        if health["status"] == "ready":
+            break
+        if health["status"] == "unavailable":
+            pytest.fail(f"the local model did not load: {health['detail']}")
+        if time.monotonic() > deadline:
+            pytest.fail("the local model did not load within 120 s")
+        time.sleep(0.2)
+    _LOCAL.append(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def local_model_url() -> str:
+    """The real model on a loopback port (see `shared_local_model`)."""
+    return shared_local_model()
 
 
 @pytest.fixture

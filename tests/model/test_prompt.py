@@ -38,7 +38,9 @@ def test_tools_are_listed_in_the_system_turn_as_json_lines() -> None:
     system = text.split("<|im_end|>")[0]
     assert system.startswith("<|im_start|>system\nBook things.\n\n# Tools\n")
     listed = system.split("<tools>\n")[1].split("\n</tools>")[0]
-    assert json.loads(listed) == TOOL.model_dump(exclude_none=True)  # no titles to drop here
+    expected = TOOL.model_dump(exclude_none=True)
+    del expected["function"]["parameters"]["required"]  # the grammar enforces it
+    assert json.loads(listed) == expected
     assert '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>' in system
 
 
@@ -131,4 +133,39 @@ def test_tool_schemas_are_listed_without_title_annotations() -> None:
         "type": "object",
         "properties": {"title": {"type": "string", "default": {"title": "kept"}}, "when": {"$ref": "#/$defs/When"}},
         "$defs": {"When": {"type": "string"}},
+    }
+
+
+def test_tool_schemas_are_listed_without_the_constraints_the_grammar_enforces() -> None:
+    parameters = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "calendar_ids": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"}, "minItems": 1},
+            "minutes": {"anyOf": [{"type": "integer", "minimum": 5}, {"type": "null"}], "description": "Length."},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "Free text."},
+            "required": {"type": "boolean"},
+        },
+        "required": ["calendar_ids", "minutes", "note", "required"],
+    }
+    tool = Tool.model_validate(
+        {"type": "function", "function": {"name": "find", "parameters": parameters, "strict": True}}
+    )
+    listed = json.loads(
+        render(msgs({"role": "user", "content": "x"}), [tool]).split("<tools>\n")[1].split("\n</tools>")[0]
+    )
+    assert listed == {
+        "type": "function",
+        "function": {
+            "name": "find",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "calendar_ids": {"type": "array", "items": {"type": "string"}},
+                    "minutes": {"type": ["integer", "null"], "description": "Length."},
+                    "note": {"type": ["string", "null"], "description": "Free text."},
+                    "required": {"type": "boolean"},
+                },
+            },
+        },
     }

@@ -114,6 +114,21 @@ async def test_a_reply_that_names_a_tool_is_replaced_by_the_call(
 
 
 @needs_llama_cpp
+async def test_a_reply_that_names_a_tool_is_cut_short_at_the_name(
+    scripted: ScriptedEngine, scripted_client: AsyncOpenAI
+) -> None:
+    narration = (
+        "To find the free times I will call fetch_free_slots with calendar dr-lee for tomorrow and then tell you."
+    )
+    scripted.outputs = [narration, CALL]
+    reply = await complete(scripted_client, model="m", messages=USER, tools=TOOLS)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert only_call(reply).function.name == "fetch_free_slots"
+    assert scripted.produced[0].rstrip().endswith("fetch_free_slots")  # the rest was never generated
+    assert scripted.produced[1] == CALL
+
+
+@needs_llama_cpp
 async def test_streaming_a_call_sends_one_tool_call_delta(
     scripted: ScriptedEngine, scripted_client: AsyncOpenAI
 ) -> None:

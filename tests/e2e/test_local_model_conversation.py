@@ -1,0 +1,82 @@
+"""A real booking conversation with the real local model, end to end: HTTP -> chat service (loop,
+confirmation gate, leak guard, claim check) -> openai SDK -> local model server (Qwen2.5-Coder-1.5B,
+temperature 0) -> streams -> calendar and booking workers -> Redis.
+
+The conversation is the one `make run` shows (services/demo.py): ask for Dr. Lee's free times on
+the next weekday, pick an offered slot, confirm it. Slow (seconds per model call on 2 cores);
+skipped only when the llama-cpp-python wheel or the weights are absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import uvicorn
+
+from services.chat.api import create_app
+from services.chat.guards import confirms, find_leaks
+from services.demo import CALENDAR_ZONE, run_demo
+from services.model.settings import MODEL_ID
+from shared.settings import Settings
+from tests.conftest import make_settings
+from tests.model.conftest import shared_local_model
+
+pytestmark = pytest.mark.local_model
+
+MARKERS = ("BOOKING_CONFIRMATION", "{", "}", "fetch_free_slots", "book_meeting", "calendar_id", "dr-lee", "<", "`")
+
+
+@pytest.fixture
+async def settings(redis_url: str) -> Settings:
+    """The chat of this module talks to the real local model (the `workers` fixture uses this too)."""
+    return make_settings(
+        redis_url,
+        f"{shared_local_model()}/v1",
+        openai_model=MODEL_ID,
+        openai_api_key=None,
+        openai_temperature=0.0,
+        openai_timeout_s=300.0,
+        tool_timeout_s=10.0,
+    )
+
+
+@pytest.fixture
+async def chat(settings: Settings, workers: None) -> AsyncIterator[httpx.AsyncClient]:
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+        yield http
+    server.should_exit = True
+    await task
+
+
+async def test_a_user_books_an_offered_slot_with_the_local_model_and_sees_only_natural_replies(
+    chat: httpx.AsyncClient, settings: Settings
+) -> None:
+    result = await run_demo(chat, settings.redis_url, tenant=settings.default_tenant, echo=print)
+
+    assert result.problem is None, result.problem
+    assert result.chosen is not None and result.stored is not None
+    booking = result.stored
+    # what is stored is the slot the user picked, which the calendar offered in this conversation
+    assert booking.start == result.chosen
+    assert booking.start in result.offered
+    assert booking.calendar_id == "dr-lee" and booking.user_id == "alice"
+    assert booking.attendee_name.strip()
+    # ... and it was booked in the turn where the user confirmed that very time
+    confirming = next(t for t in result.turns if t.reply.bookings)
+    assert [b.booking_id for b in confirming.reply.bookings] == [booking.booking_id]
+    assert confirms(confirming.user, "", booking.start.astimezone(CALENDAR_ZONE))
+    assert all(not t.reply.bookings for t in result.turns if t is not confirming)
+    # every reply the user saw is plain language
+    for turn in result.turns:
+        reply = turn.reply.reply
+        assert reply.strip()
+        assert find_leaks(reply) == [], reply
+        assert not any(marker in reply for marker in MARKERS), reply
