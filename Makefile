@@ -13,8 +13,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# without OPENAI_API_KEY / OPENAI_BASE_URL: installs (once) and serves the local model too;
+# e.g. make run RUN_ARGS="--no-demo --booking 3"
 run: install
-	$(BIN)/python -m services.runner
+	$(BIN)/python -m services.runner $(RUN_ARGS)
 
 test: install
 	$(BIN)/pytest -q
