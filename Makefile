@@ -19,7 +19,12 @@ run: install
 	$(BIN)/python -m services.runner $(RUN_ARGS)
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not local_model"
+
+# the tests that drive the real local model (needs scripts/install_local_model.sh; minutes on 2 cores)
+test-local-model: install
+	bash scripts/install_local_model.sh
+	$(BIN)/pytest -q -m local_model
 
 lint: install
 	$(BIN)/ruff check services shared tests bench
