@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from services.model.handler import BadRequest, ChatHandler, ModelOutputError
+from services.model.llamacpp import LlamaUnavailable
 from services.model.runtime import ModelUnavailable, Runtime
 from services.model.schemas import (
     ChatCompletionRequest,
@@ -70,6 +71,12 @@ def create_app(runtime: Runtime | None = None, *, load: bool = True) -> FastAPI:
 
     @app.exception_handler(ModelUnavailable)
     async def _unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        return error(503, f"model unavailable: {exc}", "model_unavailable")
+
+    @app.exception_handler(LlamaUnavailable)
+    async def _no_runtime(_: Request, exc: LlamaUnavailable) -> JSONResponse:
+        """llama-cpp-python not installed or not loadable: the model is unavailable, not broken."""
+        log.error("model unavailable: %s", exc)
         return error(503, f"model unavailable: {exc}", "model_unavailable")
 
     @app.exception_handler(ModelOutputError)
