@@ -39,6 +39,11 @@ class TenantKeys:
         """JSON of one booking."""
         return f"{self._tag}:bk:{booking_id}"
 
+    def booking_revision(self, booking_id: str) -> str:
+        """Counter of a booking's changes (its iCalendar SEQUENCE); `bkrev`, so that it never
+        matches the `bk:*` booking keys."""
+        return f"{self._tag}:bkrev:{booking_id}"
+
     def user_bookings(self, user_id: str) -> str:
         """Sorted set of a user's booking ids by start time."""
         return f"{self._tag}:user:{user_id}:bks"

@@ -25,14 +25,6 @@ MAX_SPAN_S = (480 + 240 + 240) * 60
 CALENDAR_CACHE = 1_000
 
 
-def revision_key(tenant_id: str, booking_id: str) -> str:
-    """Counter of a booking's changes (its iCalendar SEQUENCE), in the tenant's hash slot.
-
-    Spelled `t:{tenant}:bkrev:<id>` so that it never matches the `t:{tenant}:bk:*` booking keys.
-    """
-    return f"t:{{{tenant_id}}}:bkrev:{booking_id}"
-
-
 @dataclass(frozen=True, slots=True)
 class ScriptResult:
     """A write script's answer, or a stored one (see the scripts' headers)."""
@@ -201,7 +193,7 @@ class BookingStore:
                 keys.calendar_bookings(booking.calendar_id),
                 keys.booking(booking.booking_id),
                 keys.user_bookings(booking.user_id),
-                revision_key(booking.tenant_id, booking.booking_id),
+                TenantKeys(booking.tenant_id).booking_revision(booking.booking_id),
             ],
             args=[
                 fingerprint,
@@ -242,7 +234,7 @@ class BookingStore:
                 keys.booking(booking.booking_id),
                 keys.user_bookings(booking.user_id),
                 keys.offers(conversation_id),
-                revision_key(booking.tenant_id, booking.booking_id),
+                TenantKeys(booking.tenant_id).booking_revision(booking.booking_id),
             ],
             args=[
                 fingerprint,
