@@ -46,9 +46,13 @@ def find_leaks(text: str) -> list[Leak]:
 
 
 def strip_leaks(text: str) -> str:
-    """Remove every leaking span; collapse the whitespace left behind."""
-    for _, pattern in LEAK_PATTERNS:
-        text = pattern.sub("", text)
+    """Remove every leaking span (until none is left: a removal can join two halves of a
+    marker into a new one); collapse the whitespace left behind."""
+    previous = None
+    while previous != text:
+        previous = text
+        for _, pattern in LEAK_PATTERNS:
+            text = pattern.sub("", text)
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip(" \n:-")

@@ -28,6 +28,10 @@ def test_leaks_are_found_and_stripped(text: str) -> None:
     assert find_leaks(strip_leaks(text)) == []
 
 
+def test_stripping_never_assembles_a_new_leak_from_the_pieces() -> None:
+    assert find_leaks(strip_leaks("BOOKING_CONFIRbook_meetingMATION done")) == []
+
+
 @pytest.mark.parametrize(
     "text",
     ["Done — you're booked with Dr. Lee on Mon 30 Nov at 14:00.", "Dr. Lee is free at 9:00, 9:30 or 14:00."],
