@@ -162,6 +162,7 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every turn")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.disable(logging.INFO)  # FastStream logs every message at INFO with its own handler
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"{os.cpu_count()} CPUs, load average {load}")

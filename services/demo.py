@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -101,9 +102,11 @@ def pick_slot(reply: ChatReply, index: int = 0) -> datetime | None:
 
 
 def proposal(reply: ChatReply) -> datetime | None:
-    """The one offered slot the reply asks the user to take ("Shall I book ... at 09:00?"), if any."""
+    """The one offered slot the reply proposes ("Shall I book ... at 09:00?"), if it names exactly
+    one time and that time was offered."""
     named = [s for s in reply.suggested_slots if clock(s) in reply.reply]
-    return named[0] if len(named) == 1 and reply.reply.rstrip().endswith("?") else None
+    times = re.findall(r"\b\d{1,2}:\d{2}\b", reply.reply)
+    return named[0] if len(named) == 1 and len(set(times)) == 1 else None
 
 
 class ChatClient:

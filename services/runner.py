@@ -83,7 +83,7 @@ def local_model_env(ports: Ports, environ: Mapping[str, str]) -> dict[str, str]:
     for the tuning knobs, never for where the model is)."""
     env = {"OPENAI_BASE_URL": f"{ports.model_url}/v1", "OPENAI_MODEL": LOCAL_MODEL_ID}
     # Deterministic replies; a call on 2 cores takes seconds, a cold one tens of seconds.
-    for name, value in (("OPENAI_TEMPERATURE", "0"), ("OPENAI_TIMEOUT_S", "180"), ("OPENAI_MAX_RETRIES", "0")):
+    for name, value in (("OPENAI_TEMPERATURE", "0"), ("OPENAI_TIMEOUT_S", "300"), ("OPENAI_MAX_RETRIES", "0")):
         if name not in environ:
             env[name] = value
     return env
@@ -195,9 +195,9 @@ def model_health(url: str) -> bool | None:
     """True when the model server is ready, False when it cannot load, None while it loads."""
     try:
         response = httpx.get(f"{url}/healthz", timeout=5)
-    except httpx.HTTPError:
+        body = response.json()
+    except (httpx.HTTPError, ValueError):  # not up yet, or something else on the port
         return None
-    body = response.json()
     if response.status_code == 200:
         return True
     if body.get("status") == "unavailable":

@@ -26,6 +26,7 @@ import uvicorn
 from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bench.eval import checks, scripted
 from bench.eval.proxy import CountingProxy
@@ -35,6 +36,7 @@ from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from services.calendar.store import CalendarStore
 from services.chat.api import create_app
+from services.chat.loop import UNAVAILABLE
 from services.chat.toolbus import ToolBus
 from shared.domain import Booking
 from shared.keys import TenantKeys
@@ -215,6 +217,7 @@ class Harness:
     async def run_all(
         self, scenarios: Sequence[Scenario], k: int = 1, on_result: Callable[[RunResult], None] | None = None
     ) -> list[RunResult]:
+        """Every run of every scenario; stops early (with the runs so far) when Redis is gone."""
         results = []
         for scenario in scenarios:
             for run in range(k):
@@ -228,7 +231,16 @@ class Harness:
                 if on_result is not None:
                     on_result(result)
                 results.append(result)
+                if not await self._redis_answers():
+                    log.error("Redis at %s does not answer: the evaluation stops here", self.redis_url)
+                    return results
         return results
+
+    async def _redis_answers(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
 
     # ------------------------------------------------------------ one run
 
@@ -442,6 +454,8 @@ class Harness:
             failures.append(f"{doubles.overlaps} overlapping booking pair(s)")
         if answered and (missing := checks.missing_in_final_reply(answered[-1].reply, scenario, ctx)):
             failures.append(f"final reply lacks {missing}")
+        if unreachable := sum(1 for r in answered if r.reply == UNAVAILABLE):
+            failures.append(f"the assistant could not reach the model in {unreachable} turn(s)")
         if not records:
             failures.append("no turn was played")
         usage = self.proxy.usage(run_id)

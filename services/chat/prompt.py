@@ -4,8 +4,10 @@ Laid out for prefix caching and for small models:
 - the policy text comes first and never changes; the calendars follow (they change only when an
   operator edits them); the dates come last and change once a day (no clock time, which would
   change the prompt every minute and make a local model evaluate it again each time);
-- short imperative rules with one example sentence each, which a 1.5B model follows and a large
-  model reads as plain instructions;
+- the steps of a booking as conditions ("You got the fetch_free_slots result: ..."), which a 1.5B
+  model follows and a large model reads as plain instructions; no example of an availability
+  answer (the small model then answered from the example instead of calling the tool), and
+  examples without a weekday (it copied the example's weekday onto other dates);
 - the next days written out with their weekdays and ISO dates, so "on Friday" becomes a date
   without the model doing calendar arithmetic.
 """
@@ -22,10 +24,13 @@ fetch_free_slots tells you.
 Steps of a booking:
 1. The user asks when someone is free: call fetch_free_slots for that calendar and day.
 2. You got the fetch_free_slots result: write its day and first times (a slot "2026-03-03T09:30+01:00" is \
-"Tue 3 Mar at 09:30"), then ask which time suits the user.
-3. The user picks a time: do not book yet. Ask like "Shall I book Dr. Lee on Tue 3 Mar at 09:30 for you?"
-4. The user says yes: call book_meeting with the start exactly as fetch_free_slots returned it and the user's name.
-Always answer in one or two short sentences. Never write JSON, ids, codes or tool names. Never say something is \
+3 March at 09:30), then ask which time suits the user.
+3. The user picks a time, or a tool result says needs_confirmation: do not book yet. Ask like "Shall I book \
+Dr. Lee on 3 March at 09:30 for you?"
+4. The user says yes: reply with only a book_meeting tool call (the start exactly as fetch_free_slots returned it, \
+the user's name). Only its result books; never say booked before it.
+Always answer the user directly ("you") in one or two short sentences; tool messages are for you, never repeat \
+them. Never write JSON, ids, codes or tool names. Never say something is \
 booked, cancelled or moved unless a tool result said so. If the user asks about anything other than appointments, \
 say politely that you can only help with appointments."""
 
@@ -68,12 +73,8 @@ def system_prompt(directory: CalendarDirectory, now: datetime) -> str:
     if not directory.calendars:
         lines.append("- none configured: tell the user booking is not available yet.")
         return "\n".join(lines)
-    zones = list(dict.fromkeys(c.timezone for c in directory.calendars))
-    today = now.astimezone(ZoneInfo(zones[0])).date()
-    lines += ["", f"Today is {today:%A %d %B %Y} ({zones[0]})."]
-    for zone in zones[1:]:
-        there = now.astimezone(ZoneInfo(zone)).date()
-        if there != today:
-            lines.append(f"In {zone} it is {there:%A %d %B %Y}.")
-    lines.append(f"Dates: {_days(today)}.")
+    # One zone's date (the first calendar's), so the text changes once a day, not once per zone.
+    zone = directory.calendars[0].timezone
+    today = now.astimezone(ZoneInfo(zone)).date()
+    lines += ["", f"Today is {today:%A %d %B %Y} ({zone}).", f"Dates: {_days(today)}."]
     return "\n".join(lines)

@@ -184,3 +184,12 @@ async def test_the_command_line_runs_scripted_scenarios_and_writes_the_json_repo
     assert written["overall"]["pass_hat_k"] == {"1": 1.0, "2": 1.0}
     assert written["overall"]["runs"] == 4
     assert "overall (2 scenarios)" in capsys.readouterr().out
+
+
+async def test_a_run_whose_model_cannot_be_reached_fails_even_when_nothing_was_to_be_booked(harness: Harness) -> None:
+    silent = with_assistant(shipped("offtopic-weather"), [])  # the scripted server answers 500
+    result = await harness.run(silent)
+    assert not result.success
+    assert result.end_state_ok
+    assert result.model_errors == result.round_trips == 1
+    assert result.failures == ["the assistant could not reach the model in 1 turn(s)"]

@@ -12,7 +12,8 @@ from shared.settings import Settings
 
 
 def settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    """Settings from `values` and defaults only (no environment, no .env)."""
+    return Settings.model_construct(**values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
