@@ -18,10 +18,12 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python -m services.runner $(RUN_ARGS)
 
+# the whole suite; the real-local-model tests run when scripts/install_local_model.sh has run
+# (CI runs it first), and skip with the reason otherwise
 test: install
-	$(BIN)/pytest -q -m "not local_model"
+	$(BIN)/pytest -q
 
-# the tests that drive the real local model (needs scripts/install_local_model.sh; minutes on 2 cores)
+# only the tests that drive the real local model, installing it first (a minute or two warm)
 test-local-model: install
 	bash scripts/install_local_model.sh
 	$(BIN)/pytest -q -m local_model

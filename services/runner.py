@@ -83,7 +83,12 @@ def local_model_env(ports: Ports, environ: Mapping[str, str]) -> dict[str, str]:
     for the tuning knobs, never for where the model is)."""
     env = {"OPENAI_BASE_URL": f"{ports.model_url}/v1", "OPENAI_MODEL": LOCAL_MODEL_ID}
     # Deterministic replies; a call on 2 cores takes seconds, a cold one tens of seconds.
-    for name, value in (("OPENAI_TEMPERATURE", "0"), ("OPENAI_TIMEOUT_S", "300"), ("OPENAI_MAX_RETRIES", "0")):
+    for name, value in (
+        ("OPENAI_TEMPERATURE", "0"),
+        ("OPENAI_TIMEOUT_S", "300"),
+        ("OPENAI_MAX_RETRIES", "0"),
+        ("WRITE_REPLY_FROM_MODEL", "false"),
+    ):
         if name not in environ:
             env[name] = value
     return env

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     default_tenant: str = "demo"
     tool_timeout_s: float = 10.0
     max_model_rounds: int = 6
+    write_reply_from_model: bool = True
+    """False: after a round whose calls all committed writes, reply from the committed facts
+    ("Your appointment with Dr. Lee on Mon 30 Nov at 14:00 is booked.") instead of another model
+    call. Saves one round trip per booking; the runner sets it for the small local model."""
     conversation_ttl_s: int = 7 * 24 * 3600
     max_history_turns: int = 20
 

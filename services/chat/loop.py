@@ -184,10 +184,14 @@ class Assistant:
                         ],
                     }
                 )
+                done_before = len(state.outcomes)
                 results = await asyncio.gather(*(self._call_tool(turn, state, c) for c in calls))
                 new.extend(
                     {"role": "tool", "tool_call_id": c.id, "content": r} for c, r in zip(calls, results, strict=True)
                 )
+                if not self.settings.write_reply_from_model and len(state.outcomes) - done_before == len(calls):
+                    # every call was a write and each committed: say so from the facts, no model round trip
+                    return " ".join(_describe(o, state) for o in state.outcomes[done_before:])
                 continue
             text = (message.content or "").strip()
             committed = [o.status for o in state.outcomes]
@@ -254,8 +258,8 @@ class Assistant:
             return None
         return ToolError(
             code=ErrorCode.needs_confirmation,
-            message=f"Not done yet. Ask the user to confirm {calendar.name} on {local:%a %d %b at %H:%M}; "
-            "call the tool again only after they say yes.",
+            message=f"Nothing was booked: the user has not confirmed this slot yet. Ask them: "
+            f'"Shall I book {calendar.name} on {local:%a %d %b at %H:%M}?"',
         )
 
 

@@ -90,9 +90,9 @@ async def test_model_server_errors_become_a_polite_reply_not_a_500(system: Syste
 
 
 @pytest.fixture
-async def settings(redis_url: str, model: ScriptedModel) -> Settings:
-    """Short model timeout, for the timeout test below (this module only)."""
-    return make_settings(redis_url, model.base_url, openai_timeout_s=1.0)
+async def settings(redis_url: str, model: ScriptedModel, request: pytest.FixtureRequest) -> Settings:
+    """Short model timeout for the timeout test (this module); a test may add overrides."""
+    return make_settings(redis_url, model.base_url, openai_timeout_s=1.0, **getattr(request, "param", {}))
 
 
 async def test_model_timeout_becomes_a_polite_reply(system: System) -> None:
@@ -217,3 +217,18 @@ async def test_parallel_tool_calls_in_one_model_message_are_all_answered(system:
     assert len(results) == 2 and all(r["slots"] for r in results)
     assert {r["timezone"] for r in results} == {"Europe/Berlin", "America/New_York"}
     assert response.json()["reply"] == "Both are free that day."
+
+
+@pytest.mark.parametrize("settings", [{"write_reply_from_model": False}], indirect=True)
+async def test_a_committed_booking_can_be_announced_from_the_facts_without_another_model_call(
+    system: System,
+) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    system.model.script(offer.book())
+    calls_before = len(system.model.requests)
+    response = await system.say("Yes please")
+    local = datetime.fromisoformat(offer.start)
+    assert response.json()["reply"] == f"Your appointment with Dr. Lee on {local:%a %d %b at %H:%M} is booked."
+    assert len(system.model.requests) - calls_before == 1

@@ -45,6 +45,10 @@ def test_claims_are_checked_against_committed_effects() -> None:
     assert find_false_claim("Done, you're booked!", committed=["confirmed"]) is None
     assert find_false_claim("Your appointment has been cancelled.", committed=["confirmed"]) == "cancelled"
     assert find_false_claim("Shall I book 14:00 for you?", committed=[]) is None
+    assert find_false_claim("I booked Dr. Lee on Mon 30 Nov at 11:00.", committed=[]) == "confirmed"
+    assert find_false_claim("Booked! See you Monday.", committed=[]) == "confirmed"
+    assert find_false_claim("I cancelled it.", committed=[]) == "cancelled"
+    assert find_false_claim("Which slot should be booked?", committed=[]) is None
 
 
 @pytest.mark.parametrize(
