@@ -1,13 +1,17 @@
 """Start the whole system as local processes (no Docker needed): python -m services.runner
 
     python -m services.runner [--model auto|local|none] [--no-demo] [--calendar N] [--booking N]
+                              [--metrics-port FIRST]
 
 1. The model: `auto` (default) serves the local model when neither OPENAI_API_KEY nor
    OPENAI_BASE_URL is set (in the environment or `.env`), else uses what they name. `local`
    installs it if needed (scripts/install_local_model.sh: a cached llama-cpp-python wheel and
    hash-checked weights), starts `python -m services.model` and waits until it is healthy; the
    chat process then gets OPENAI_BASE_URL / OPENAI_MODEL pointing at it. `none` starts nothing.
-2. The calendar and booking workers and the chat API, against REDIS_URL.
+2. The calendar and booking workers and the chat API, against REDIS_URL. Each worker serves its
+   Prometheus metrics on its own port (METRICS_PORT): the first free ones from `--metrics-port`
+   (9100 by default, 0: any free port) on METRICS_HOST (127.0.0.1 by default); the chat serves
+   its own at /metrics. The start banner lists them.
 3. A scripted demo conversation through the chat HTTP API (services/demo.py), unless --no-demo.
 
 Every child's output is shown with its name in front. Ctrl-C or SIGTERM stops everything: each
@@ -21,11 +25,12 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -59,6 +64,7 @@ class Ports:
     chat_port: int = 8000
     model_host: str = "127.0.0.1"
     model_port: int = 8090
+    metrics_host: str = "127.0.0.1"
 
     @property
     def chat_url(self) -> str:
@@ -94,6 +100,27 @@ def local_model_env(ports: Ports, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def free_ports(host: str, first: int, count: int) -> list[int]:
+    """`count` ports that can be bound on `host` now: the first free ones from `first` upwards,
+    or any free ones (chosen by the system) when `first` is 0."""
+    found: list[int] = []
+    candidates: Sequence[int] = range(first, 65536) if first else [0] * (4 * count)
+    for port in candidates:
+        if len(found) == count:
+            break
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            bound = int(sock.getsockname()[1])
+        if bound not in found:
+            found.append(bound)
+    if len(found) < count:
+        raise RuntimeError(f"no {count} free ports from {first} on {host}")
+    return found
+
+
 def plan(
     calendar: int,
     booking: int,
@@ -101,10 +128,14 @@ def plan(
     model: ModelPlan = "none",
     ports: Ports | None = None,
     log_level: str | None = None,
+    metrics_ports: Sequence[int] = (),
 ) -> list[Proc]:
     """The processes in start order: model server (if local), workers, chat API. `log_level`
-    is LOG_LEVEL for the workers and the chat (None: theirs, INFO by default)."""
+    is LOG_LEVEL for the workers and the chat (None: theirs, INFO by default). `metrics_ports`
+    are the workers' METRICS_PORTs in start order (calendar first; empty: none)."""
     ports = ports or Ports()
+    if metrics_ports and len(metrics_ports) != calendar + booking:
+        raise ValueError(f"{calendar + booking} workers need as many metrics ports, got {len(metrics_ports)}")
     py = sys.executable
     procs: list[Proc] = []
     chat_env = {"CHAT_HOST": ports.chat_host, "CHAT_PORT": str(ports.chat_port)}
@@ -114,8 +145,12 @@ def plan(
         model_env = {"MODEL_HOST": ports.model_host, "MODEL_PORT": str(ports.model_port)}
         procs.append(Proc("model", [py, "-m", "services.model"], model_env))
         chat_env |= local_model_env(ports, os.environ)
-    procs += [Proc(f"calendar.{i}", [py, "-m", "services.calendar"], common) for i in range(calendar)]
-    procs += [Proc(f"booking.{i}", [py, "-m", "services.booking"], common) for i in range(booking)]
+    workers = [("calendar", i) for i in range(calendar)] + [("booking", i) for i in range(booking)]
+    for n, (kind, i) in enumerate(workers):
+        env = dict(common)
+        if metrics_ports:
+            env |= {"METRICS_HOST": ports.metrics_host, "METRICS_PORT": str(metrics_ports[n])}
+        procs.append(Proc(f"{kind}.{i}", [py, "-m", f"services.{kind}"], env))
     procs.append(Proc("chat", [py, "-m", "services.chat"], chat_env))
     return procs
 
@@ -262,19 +297,27 @@ def run_demo_thread(ports: Ports, settings: Settings, sup: Supervisor) -> thread
     return thread
 
 
-def describe(model: ModelPlan, ports: Ports, settings: Settings, calendar: int, booking: int) -> list[str]:
-    """Where each part listens, as printed at start."""
+def describe(
+    model: ModelPlan, ports: Ports, settings: Settings, calendar: int, booking: int, procs: Sequence[Proc] = ()
+) -> list[str]:
+    """Where each part listens, as printed at start (`procs`: the workers' metrics ports)."""
     if model == "local":
         where = f"{ports.model_url}/v1 (local {LOCAL_MODEL_ID}, health {ports.model_url}/healthz)"
     elif model == "configured":
         where = f"{settings.openai_base_url or 'https://api.openai.com/v1'} ({settings.openai_model})"
     else:
         where = "none started (the chat uses OPENAI_BASE_URL / OPENAI_API_KEY if set)"
-    return [
+    lines = [
         f"model     : {where}",
         f"workers   : calendar x{calendar}, booking x{booking} on {settings.redis_url}",
-        f"chat API  : {ports.chat_url} (web page /, docs /docs, health /healthz, metrics /metrics)",
     ]
+    lines += [
+        f"metrics   : {p.name} http://{p.env['METRICS_HOST']}:{p.env['METRICS_PORT']}/metrics"
+        for p in procs
+        if "METRICS_PORT" in p.env
+    ]
+    lines.append(f"chat API  : {ports.chat_url} (web page /, docs /docs, health /healthz, metrics /metrics)")
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -289,6 +332,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--booking", type=int, default=1, help="booking worker processes")
     parser.add_argument("--chat-port", type=int, default=int(os.environ.get("CHAT_PORT", "8000")))
     parser.add_argument("--model-port", type=int, default=int(os.environ.get("MODEL_PORT", "8090")))
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("METRICS_PORT", "9100")),
+        help="first port tried for the workers' metrics, one each (0: any free ports)",
+    )
     return parser.parse_args(argv)
 
 
@@ -300,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         chat_port=args.chat_port,
         model_host=os.environ.get("MODEL_HOST", "127.0.0.1"),
         model_port=args.model_port,
+        metrics_host=os.environ.get("METRICS_HOST", "127.0.0.1"),
     )
     model = choose_model(args.model, settings)
     sup = Supervisor(quiet=not args.verbose)
@@ -316,8 +366,16 @@ def _run(args: argparse.Namespace, settings: Settings, ports: Ports, model: Mode
     if model == "local" and not args.no_install and not install_local_model(sup.stop):
         return 1
     quiet = not args.verbose and "LOG_LEVEL" not in os.environ
-    procs = plan(args.calendar, args.booking, model=model, ports=ports, log_level="WARNING" if quiet else None)
-    for line in describe(model, ports, settings, args.calendar, args.booking):
+    metrics_ports = free_ports(ports.metrics_host, args.metrics_port, args.calendar + args.booking)
+    procs = plan(
+        args.calendar,
+        args.booking,
+        model=model,
+        ports=ports,
+        log_level="WARNING" if quiet else None,
+        metrics_ports=metrics_ports,
+    )
+    for line in describe(model, ports, settings, args.calendar, args.booking, procs):
         say("runner", line)
     for proc in procs:
         if sup.stop.is_set():

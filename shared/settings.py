@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     batch_size: int = 100
     block_ms: int = 1_000
 
+    metrics_port: int | None = None
+    """A worker serves its Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics when
+    set (0: any free port); unset, it serves none. The chat serves /metrics on its own port."""
+    metrics_host: str = "127.0.0.1"
+    """Where a worker's metrics server binds: loopback for local runs, 0.0.0.0 in a container."""
+
     seed_calendars_file: str | None = "services/calendar/demo_calendars.json"
     """Calendars created at worker start when missing (the demo set by default; empty to skip)."""
 

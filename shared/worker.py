@@ -15,6 +15,12 @@ Poison never blocks the group:
 Entries are decoded here, one by one, not by FastStream's parser: an entry that parser cannot
 read would fail its whole batch before any handler ran, and could never be dead-lettered.
 
+Observability: every line logged while an envelope is handled carries its request, conversation,
+correlation and tenant ids (`shared.logs.log_context`); `booking_stream_messages_total` counts
+each handled entry by outcome ("ok", the error code of a typed error reply, "retry" when it stays
+pending, "dead_letter"). With METRICS_PORT set, `observe` serves the process's metrics there and
+keeps the group's pending and lag gauges current.
+
 Graceful stop (SIGTERM): FastStream stops reading, waits up to the broker's `graceful_timeout`
 for the batch in hand (handled, replied, acked), then exits; anything read but not acked stays
 pending and is reclaimed by another worker.
@@ -23,21 +29,27 @@ pending and is reclaimed by another worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
 
-from faststream import AckPolicy, Context
+from faststream import AckPolicy, Context, FastStream
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.parser import BinaryMessageFormatV1
+from prometheus_client import start_http_server
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from shared import streams
+from shared import metrics, streams
+from shared.logs import log_context
 from shared.messages import DomainError, Envelope, ErrorCode, Reply, ToolError
+from shared.redis import as_text
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +58,7 @@ REPLY_MAXLEN = 10_000
 EVENTS_MAXLEN = 100_000
 DEAD_LETTER_MAXLEN = 100_000
 MAX_DEAD_BODY_CHARS = 10_000
+GROUP_STATS_INTERVAL_S = 5.0
 _DATA: Final = streams.DATA_FIELD.encode()
 
 Entry = tuple[bytes, Mapping[bytes, bytes]]
@@ -71,6 +84,21 @@ def error_reply(envelope: Envelope, code: ErrorCode, message: str) -> Reply:
         type=envelope.type,
         error=ToolError(code=code, message=message),
     )
+
+
+def envelope_log_context(envelope: Envelope) -> contextlib.AbstractContextManager[None]:
+    """Log lines written inside the block carry the envelope's ids."""
+    return log_context(
+        request_id=envelope.request_id,
+        conversation_id=envelope.conversation_id,
+        correlation_id=envelope.correlation_id,
+        tenant_id=envelope.tenant_id,
+    )
+
+
+def outcome_label(reply: Reply) -> str:
+    """The `outcome` label of a handled entry: "ok" or the error code of its reply."""
+    return "ok" if reply.error is None else reply.error.code.value
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -190,9 +218,11 @@ class StreamWorker:
                 await self.dead_letter(entry_id, fields, f"not an envelope: {exc}")
         outcomes = await asyncio.gather(*(self._handle_one(env, redelivered) for _, env in parsed))
         pipe = self.redis.pipeline(transaction=False)
-        written: list[tuple[bytes, int, int]] = []  # entry id and its commands' span in the pipeline
+        # entry id, envelope, outcome label and its commands' span in the pipeline
+        written: list[tuple[bytes, Envelope, str, int, int]] = []
         for (entry_id, envelope), outcome in zip(parsed, outcomes, strict=True):
             if outcome is None:
+                self._count("retry")
                 continue  # infrastructure failure: stays pending, reclaimed later
             first = len(pipe)
             for stream, data in outcome.events:
@@ -203,36 +233,43 @@ class StreamWorker:
                 maxlen=REPLY_MAXLEN,
                 approximate=True,
             )
-            written.append((entry_id, first, len(pipe)))
+            written.append((entry_id, envelope, outcome_label(outcome.reply), first, len(pipe)))
         if not written:
             return
         results = await pipe.execute(raise_on_error=False)
         # ack only what has its reply and events stored; an entry whose reply cannot be written
         # (e.g. its reply_to names a key of another type) stays pending and is dead-lettered
         # after max_delivery_attempts, without holding back the acks of its batch
-        done = []
-        for entry_id, first, end in written:
+        done: list[bytes] = []
+        labels: list[str] = []
+        for entry_id, envelope, label, first, end in written:
             errors = [r for r in results[first:end] if isinstance(r, Exception)]
             if errors:
-                log.error("storing the reply of %s failed: %s; left pending", entry_id, errors[0])
+                with envelope_log_context(envelope):
+                    log.error("storing the reply of %s failed: %s; left pending", entry_id, errors[0])
+                self._count("retry")
             else:
                 done.append(entry_id)
+                labels.append(label)
         if done:
             await self.redis.xack(self.stream, self.group, *done)
+            for label in labels:
+                self._count(label)
+
+    def _count(self, outcome: str) -> None:
+        metrics.MESSAGES.labels(self.stream, outcome).inc()
 
     async def _handle_one(self, envelope: Envelope, redelivered: bool) -> Handled | None:
-        try:
-            return await self.handle(envelope, redelivered)
-        except DomainError as exc:
-            return Handled(reply=error_reply(envelope, exc.error.code, exc.error.message))
-        except ValidationError as exc:
-            return Handled(reply=error_reply(envelope, ErrorCode.invalid_arguments, describe_validation_error(exc)))
-        except Exception:
-            log.exception(
-                "handler failed; entry left pending for retry",
-                extra={"correlation_id": envelope.correlation_id, "type": envelope.type},
-            )
-            return None
+        with envelope_log_context(envelope):
+            try:
+                return await self.handle(envelope, redelivered)
+            except DomainError as exc:
+                return Handled(reply=error_reply(envelope, exc.error.code, exc.error.message))
+            except ValidationError as exc:
+                return Handled(reply=error_reply(envelope, ErrorCode.invalid_arguments, describe_validation_error(exc)))
+            except Exception:
+                log.exception("%s handler failed; entry left pending for retry", envelope.type)
+                return None
 
     async def dead_letter(
         self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str, envelope: Envelope | None = None
@@ -240,7 +277,8 @@ class StreamWorker:
         """Move a poison entry aside with its reason (and ack it), so it never blocks the group.
 
         When the entry is an envelope its caller gets an `internal` error reply with it."""
-        log.error("dead-lettering %s from %s: %s", entry_id, self.stream, reason)
+        with envelope_log_context(envelope) if envelope is not None else contextlib.nullcontext():
+            log.error("dead-lettering %s from %s: %s", entry_id, self.stream, reason)
         record: dict[str, Any] = {
             "stream": self.stream,
             "group": self.group,
@@ -271,3 +309,57 @@ class StreamWorker:
         )
         pipe.xack(self.stream, self.group, entry_id)
         await pipe.execute(raise_on_error=False)  # an unwritable reply_to must not keep it pending
+        self._count("dead_letter")
+
+    async def refresh_group_gauges(self) -> None:
+        """Set `booking_stream_pending` and `booking_stream_lag` of this group from XINFO GROUPS."""
+        for info in await self.redis.xinfo_groups(self.stream):
+            if as_text(info["name"]) == self.group:
+                metrics.STREAM_PENDING.labels(self.stream, self.group).set(int(info["pending"]))
+                metrics.STREAM_LAG.labels(self.stream, self.group).set(int(info.get("lag") or 0))
+
+    async def watch_group(self, every_s: float = GROUP_STATS_INTERVAL_S) -> None:
+        """Refresh the group's gauges every `every_s` until cancelled."""
+        while True:
+            try:
+                await self.refresh_group_gauges()
+            except RedisError as exc:  # Redis away: the subscribers say so; the gauges just go stale
+                log.debug("reading the stats of group %s failed: %s", self.group, exc)
+            await asyncio.sleep(every_s)
+
+
+def observe(app: FastStream, settings: Settings, worker: StreamWorker) -> None:
+    """With METRICS_PORT set: serve this process's Prometheus metrics on
+    http://METRICS_HOST:METRICS_PORT/metrics from startup to shutdown, and keep the worker's
+    group gauges current. Unset: nothing (the counters still count, unserved).
+
+    A port that cannot be bound fails the start, like any other misconfiguration."""
+    port = settings.metrics_port
+    if port is None:
+        return
+    server: WSGIServer | None = None
+    watch: asyncio.Task[None] | None = None
+
+    @app.on_startup
+    async def serve_metrics() -> None:
+        nonlocal server, watch
+        server, _ = start_http_server(port, addr=settings.metrics_host)
+        watch = asyncio.create_task(worker.watch_group())
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    @app.on_shutdown
+    async def stop_watching() -> None:
+        nonlocal watch
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            watch = None
+
+    @app.after_shutdown
+    async def stop_serving() -> None:
+        nonlocal server
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)  # waits for its serving loop's next poll
+            server.server_close()
+            server = None

@@ -11,12 +11,12 @@ from pydantic import BaseModel
 from services.booking.events import Change, booking_event
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
-from shared import streams
+from shared import metrics, streams
 from shared.messages import DomainError, Envelope, ErrorCode, Reply
 from shared.redis import connect
 from shared.settings import Settings
 from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking
-from shared.worker import Handled, Handler, StreamWorker
+from shared.worker import Handled, Handler, StreamWorker, observe
 
 
 def make_handler(service: BookingService) -> Handler:
@@ -39,6 +39,8 @@ def make_handler(service: BookingService) -> Handler:
         events: list[tuple[str, str]] = []
         if change is not None:
             result = change.outcome
+            if change.applied:  # counted once per effect: replays and redeliveries do not count
+                metrics.BOOKINGS.labels(change.outcome.status).inc()
             # A reclaimed command may have written before its worker died unpublished: publish
             # its event again (at-least-once, same event_id). A duplicate that merely replays
             # a write another delivery published stays silent.
@@ -63,9 +65,8 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     redis = connect(settings.redis_url)
     store = BookingStore(redis, settings.idempotency_ttl_s)
     service = BookingService(store)
-    StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, make_handler(service)).register(
-        broker
-    )
+    worker = StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, make_handler(service))
+    worker.register(broker)
     app = FastStream(broker)
 
     @app.on_startup
@@ -77,4 +78,5 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     async def close() -> None:
         await redis.aclose()
 
+    observe(app, settings, worker)
     return broker, app

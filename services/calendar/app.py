@@ -17,7 +17,7 @@ from shared.messages import DomainError, Envelope, ErrorCode, Reply
 from shared.redis import connect
 from shared.settings import Settings
 from shared.tools import DescribeCalendars, FetchFreeSlots, ImportIcs, UpsertCalendar
-from shared.worker import Handled, Handler, StreamWorker
+from shared.worker import Handled, Handler, StreamWorker, observe
 
 log = logging.getLogger(__name__)
 
@@ -74,4 +74,5 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     async def close() -> None:
         await redis.aclose()
 
+    observe(app, settings, worker)
     return broker, app

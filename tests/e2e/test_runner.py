@@ -1,11 +1,13 @@
 """`python -m services.runner` (what `make run` starts) as a real process: it starts every part,
-says where each listens, and Ctrl-C stops them all. With the local model it also plays the
-demo conversation, which ends with the booking read back from Redis."""
+says where each listens, and Ctrl-C stops them all. A booking driven through its chat API moves
+the chat's and the workers' Prometheus counters. With the local model it also plays the demo
+conversation, which ends with the booking read back from Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -15,8 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.flows import Offer, fetch
 from tests.model.conftest import real_model_problem
+from tests.support.calendar_days import next_weekday
+from tests.support.scripted_model import ScriptedModel, say
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,17 +93,100 @@ async def answers(url: str) -> bool:
     return True
 
 
+def metrics_endpoints(lines: list[str]) -> dict[str, str]:
+    """The workers' metrics URLs from the start banner, by process name."""
+    return dict(re.findall(r"metrics   : (\S+) (http://\S+/metrics)", "\n".join(lines)))
+
+
+async def until_answers(url: str, within_s: float = 30) -> None:
+    async with asyncio.timeout(within_s):
+        while not await answers(url):
+            await asyncio.sleep(0.2)
+
+
+async def scrape(http: httpx.AsyncClient, url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = await http.get(url)
+    response.raise_for_status()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(page: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return page.get((name, frozenset(labels.items())), 0.0)
+
+
 async def test_the_runner_starts_workers_and_chat_says_where_and_stops_them_on_ctrl_c(redis_url: str) -> None:
     chat = free_port()
-    async with runner("--model", "none", "--no-demo", "--chat-port", str(chat), REDIS_URL=redis_url) as run:
+    args = ("--model", "none", "--no-demo", "--chat-port", str(chat), "--metrics-port", "0")
+    async with runner(*args, REDIS_URL=redis_url) as run:
         await run.wait_for("ready: chat API", within_s=60)
         banner = "\n".join(run.lines)
         assert f"chat API  : http://127.0.0.1:{chat}" in banner
         assert f"workers   : calendar x1, booking x1 on {redis_url}" in banner
+        endpoints = metrics_endpoints(run.lines)
+        assert set(endpoints) == {"calendar.0", "booking.0"}
+        assert len(set(endpoints.values())) == 2  # one port each
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"http://127.0.0.1:{chat}/healthz")).status_code == 200
+        for url in endpoints.values():
+            await until_answers(url)
         assert await run.interrupt() == 0
     assert not await answers(f"http://127.0.0.1:{chat}/healthz")
+    for url in endpoints.values():
+        assert not await answers(url)
+
+
+async def test_a_booking_through_the_runners_processes_moves_the_chat_and_worker_counters(
+    redis_url: str, model: ScriptedModel
+) -> None:
+    chat = free_port()
+    offer = Offer()
+    model.script(fetch(next_weekday()), offer.propose, offer.book(), say("Done, you're booked with Dr. Lee."))
+    args = ("--model", "none", "--no-demo", "--chat-port", str(chat), "--metrics-port", "0")
+    env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "test", "OPENAI_MODEL": "scripted"}
+    async with runner(*args, REDIS_URL=redis_url, **env) as run:
+        await run.wait_for("ready: chat API", within_s=60)
+        workers = metrics_endpoints(run.lines)
+        chat_metrics = f"http://127.0.0.1:{chat}/metrics"
+        parts = [*workers.items(), ("chat", chat_metrics)]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat}", timeout=60) as http:
+            for url in workers.values():
+                await until_answers(url)
+            before = {name: await scrape(http, url) for name, url in parts}
+
+            turn = "/v1/conversations/obs-1/messages"
+            first = await http.post(turn, json={"text": "Is Dr. Lee free?"}, headers={"X-User-Id": "alice"})
+            assert first.status_code == 200, first.text
+            second = await http.post(turn, json={"text": "Yes please, book it."}, headers={"X-User-Id": "alice"})
+            assert second.status_code == 200, second.text
+            assert second.json()["bookings"][0]["status"] == "confirmed"
+
+            # a worker counts an entry just after its reply is stored and acked: scrape until it did
+            handled = (
+                "booking_stream_messages_total",
+                frozenset({"stream": "booking.commands", "outcome": "ok"}.items()),
+            )
+            async with asyncio.timeout(15):
+                while True:
+                    after = {name: await scrape(http, url) for name, url in parts}
+                    if handled in after["booking.0"]:
+                        break
+                    await asyncio.sleep(0.2)
+
+        def moved(part: str, name: str, **labels: str) -> float:
+            return value(after[part], name, **labels) - value(before[part], name, **labels)
+
+        assert moved("chat", "booking_tool_calls_total", tool="book_meeting", outcome="ok") == 1
+        assert moved("chat", "booking_tool_calls_total", tool="fetch_free_slots", outcome="ok") == 1
+        assert moved("booking.0", "booking_effects_total", status="confirmed") == 1
+        assert moved("booking.0", "booking_stream_messages_total", stream="booking.commands", outcome="ok") == 1
+        assert moved("calendar.0", "booking_stream_messages_total", stream="calendar.requests", outcome="ok") >= 1
+        pending = ("booking_stream_pending", frozenset({"stream": "booking.commands", "group": "booking"}.items()))
+        assert pending in after["booking.0"]  # the worker reports its own group too
+        assert await run.interrupt() == 0
 
 
 @pytest.mark.local_model

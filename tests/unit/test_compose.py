@@ -118,6 +118,20 @@ def test_workers_can_be_scaled(name: str) -> None:
     assert "INSTANCE_ID" not in service["environment"]  # default: hostname + random, unique per replica
 
 
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_serve_metrics_on_a_fixed_port_exposed_to_the_compose_network_only(name: str) -> None:
+    service = SERVICES[name]
+    env = service["environment"]
+    assert env["METRICS_HOST"] == "0.0.0.0"  # reachable from the network, not only in the container
+    assert [str(p) for p in service["expose"]] == [env["METRICS_PORT"]]
+    assert "ports" not in service  # published ports would clash between replicas
+    assert Settings.model_validate({"metrics_port": env["METRICS_PORT"]}).metrics_port == int(env["METRICS_PORT"])
+
+
+def test_the_chat_serves_metrics_on_its_own_port_and_sets_no_metrics_port() -> None:
+    assert "METRICS_PORT" not in SERVICES["chat"]["environment"]
+
+
 def test_the_dockerfile_is_multi_stage_with_non_root_targets_for_the_compose_file() -> None:
     stages = re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE, re.MULTILINE)
     targets = {s["build"]["target"] for s in SERVICES.values() if "build" in s}

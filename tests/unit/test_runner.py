@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
 
 from services.model.settings import MODEL_ID
-from services.runner import NOISE, Ports, choose_model, describe, local_model_env, plan
+from services.runner import NOISE, Ports, choose_model, describe, free_ports, local_model_env, plan
 from shared.settings import Settings
 
 
@@ -67,6 +68,33 @@ def test_the_start_banner_names_where_each_part_listens() -> None:
     assert "http://127.0.0.1:8090/v1" in text
     assert "calendar x1, booking x3 on redis://127.0.0.1:6379/0" in text
     assert "http://127.0.0.1:8000" in text
+
+
+def test_each_worker_gets_its_own_metrics_port_and_the_banner_lists_them() -> None:
+    procs = plan(1, 2, ports=Ports(metrics_host="0.0.0.0"), metrics_ports=[9100, 9101, 9102])
+    workers = {p.name: p.env for p in procs if p.name != "chat"}
+    assert workers == {
+        "calendar.0": {"METRICS_HOST": "0.0.0.0", "METRICS_PORT": "9100"},
+        "booking.0": {"METRICS_HOST": "0.0.0.0", "METRICS_PORT": "9101"},
+        "booking.1": {"METRICS_HOST": "0.0.0.0", "METRICS_PORT": "9102"},
+    }
+    assert "METRICS_PORT" not in procs[-1].env  # the chat serves /metrics on its own port
+    lines = describe("none", Ports(), settings(redis_url="redis://127.0.0.1:6379/0"), 1, 2, procs)
+    assert "metrics   : booking.1 http://0.0.0.0:9102/metrics" in lines
+    assert sum(line.startswith("metrics   :") for line in lines) == 3
+    with pytest.raises(ValueError):
+        plan(1, 2, metrics_ports=[9100])
+
+
+def test_metrics_ports_are_free_and_distinct_and_a_taken_one_is_skipped() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first = int(taken.getsockname()[1])
+        found = free_ports("127.0.0.1", first, 2)
+        assert first not in found and len(set(found)) == 2 and min(found) > first
+    anywhere = free_ports("127.0.0.1", 0, 3)
+    assert len(set(anywhere)) == 3 and 0 not in anywhere
 
 
 def test_quiet_children_log_warnings_only_but_the_model_keeps_its_timing_lines() -> None:
