@@ -112,7 +112,8 @@ class NoSlotReason(StrEnum):
 
 
 class OfferedSlot(BaseModel):
-    """One free slot as offered to the model: a short reference and its local start."""
+    """One free slot as offered: its short reference in the conversation ("s3", which
+    book_meeting accepts instead of the start) and its start in the display zone."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -128,7 +129,8 @@ class FreeSlots(BaseModel):
     slots: list[OfferedSlot]
     more_available: bool = False
     reason: NoSlotReason | None = None
-    next_available: AwareDatetime | None = None
+    next_available: OfferedSlot | None = None
+    """When no slot fits: the first free slot after the window (also offered, so bookable)."""
 
 
 class BookingOutcome(BaseModel):

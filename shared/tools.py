@@ -9,11 +9,12 @@ from typing import Annotated, Any, Final
 
 from openai import pydantic_function_tool
 from openai.types.chat import ChatCompletionFunctionToolParam
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from shared import streams
 from shared.domain import CalendarFields, Identifier
 from shared.messages import MessageType
+from shared.offers import SlotRef
 
 Minutes = Annotated[int, Field(ge=5, le=480)]
 
@@ -40,10 +41,19 @@ class BookMeeting(ToolArgs):
     """Book a slot that fetch_free_slots offered, only after the user confirmed that exact slot."""
 
     calendar_id: Identifier = Field(description="Calendar id of the offered slot.")
-    start: AwareDatetime = Field(description="Start exactly as offered, ISO 8601 with UTC offset.")
+    slot_ref: SlotRef | None = Field(
+        default=None, description="Ref of the offered slot, e.g. s3; null if start is given."
+    )
+    start: AwareDatetime | None = Field(description="Start exactly as offered, ISO 8601; null if slot_ref is given.")
     duration_minutes: Minutes | None = Field(description="Meeting length; null for the calendar's default.")
     attendee_name: str = Field(min_length=1, max_length=100, description="Name of the person attending.")
     participants: list[EmailStr] = Field(max_length=10, description="E-mail addresses to invite; may be empty.")
+
+    @model_validator(mode="after")
+    def _names_the_slot(self) -> BookMeeting:
+        if self.slot_ref is None and self.start is None:
+            raise ValueError("give slot_ref (or start) of a slot fetch_free_slots offered")
+        return self
 
 
 class CancelBooking(ToolArgs):
@@ -58,7 +68,16 @@ class RescheduleBooking(ToolArgs):
 
     calendar_id: Identifier = Field(description="Calendar id of the booking.")
     start: AwareDatetime = Field(description="Current start of the booking, ISO 8601 with UTC offset.")
-    new_start: AwareDatetime = Field(description="New start exactly as offered, ISO 8601 with UTC offset.")
+    new_slot_ref: SlotRef | None = Field(
+        default=None, description="Ref of the offered new slot, e.g. s3; null if new_start given."
+    )
+    new_start: AwareDatetime | None = Field(description="New start as offered, ISO 8601; null if new_slot_ref given.")
+
+    @model_validator(mode="after")
+    def _names_the_new_slot(self) -> RescheduleBooking:
+        if self.new_slot_ref is None and self.new_start is None:
+            raise ValueError("give new_slot_ref (or new_start) of a slot fetch_free_slots offered")
+        return self
 
 
 class ListMyBookings(ToolArgs):

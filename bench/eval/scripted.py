@@ -52,7 +52,7 @@ def _latest_slots(req: Request) -> list[str]:
         if message["role"] == "tool":
             body = json.loads(message["content"])
             if "slots" in body:
-                return [str(s) for s in body["slots"]]
+                return [str(s) for s in body["slots"].values()]
     raise AssertionError("scripted step `propose` found no fetch_free_slots result in the request")
 
 

@@ -15,6 +15,7 @@ from services.booking.store import LOOKBACK_S, BookingStore, Owned, ScriptResult
 from services.calendar import slots
 from shared.domain import Booking, BookingList, BookingOutcome, BookingStatus, Calendar
 from shared.messages import DomainError, Envelope, ErrorCode
+from shared.offers import start_of_ref
 from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking
 
 
@@ -52,20 +53,41 @@ class BookingService:
             slots.local_midnight(local_day + timedelta(days=1), calendar.zone),
         )
 
+    async def _offered(self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None) -> datetime:
+        """The start the command names: its slot reference resolved, or its start as given."""
+        if ref is None:
+            if start is None:  # the argument models refuse this; a direct caller may not
+                raise DomainError(ErrorCode.invalid_arguments, "Name the slot: its ref or its start.")
+            return start
+        raw = await self.store.offered_ref(envelope.tenant_id, envelope.conversation_id, ref)
+        return start_of_ref(raw, calendar_id, ref, start)
+
+    async def _replayed(self, envelope: Envelope, calendar_id: str, fingerprint: str, error: DomainError) -> Change:
+        """A command whose slot no longer resolves: its stored result if it ran before (a retry
+        after success gets its answer, not an error), else the error."""
+        pre = await self.store.prefetch(envelope.tenant_id, envelope.idempotency_key, calendar_id, around=None)
+        if pre.stored is None:
+            raise error
+        return _stored_change(pre.stored, fingerprint)
+
     async def book(self, envelope: Envelope, args: BookMeeting) -> Change:
         """Book an offered slot for the caller."""
         now_at = self.clock.now(UTC)
         now = slots.epoch(now_at)
         fingerprint = envelope.payload_fingerprint()
+        try:
+            wanted = await self._offered(envelope, args.calendar_id, args.slot_ref, args.start)
+        except DomainError as exc:
+            return await self._replayed(envelope, args.calendar_id, fingerprint, exc)
         pre = await self.store.prefetch(
-            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(args.start)
+            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(wanted)
         )
         if pre.stored is not None:
             return _stored_change(pre.stored, fingerprint)
         calendar = _known(pre.calendar, args.calendar_id)
         minutes = args.duration_minutes or calendar.slot_minutes
-        day = self._check_bookable(calendar, args.start, minutes, pre.external, now)
-        start = args.start.astimezone(UTC)
+        day = self._check_bookable(calendar, wanted, minutes, pre.external, now)
+        start = wanted.astimezone(UTC)
         # the arguments were validated once (BookMeeting); constructing skips validating them again
         booking = Booking.model_construct(
             booking_id=uuid.uuid4().hex,
@@ -146,8 +168,12 @@ class BookingService:
         now_at = self.clock.now(UTC)
         now = slots.epoch(now_at)
         fingerprint = envelope.payload_fingerprint()
+        try:
+            wanted = await self._offered(envelope, args.calendar_id, args.new_slot_ref, args.new_start)
+        except DomainError as exc:
+            return await self._replayed(envelope, args.calendar_id, fingerprint, exc)
         pre = await self.store.prefetch(
-            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(args.new_start)
+            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(wanted)
         )
         if pre.stored is not None:
             return _stored_change(pre.stored, fingerprint)
@@ -155,8 +181,8 @@ class BookingService:
         current = await self._own_booking(envelope, args.calendar_id, args.start, now)
         old = current.booking
         minutes = int((old.end - old.start).total_seconds() // 60)
-        day = self._check_bookable(calendar, args.new_start, minutes, pre.external, now)
-        new_start = args.new_start.astimezone(UTC)
+        day = self._check_bookable(calendar, wanted, minutes, pre.external, now)
+        new_start = wanted.astimezone(UTC)
         moved = old.model_copy(update={"start": new_start, "end": new_start + timedelta(minutes=minutes)})
         outcome = BookingOutcome.model_construct(status="rescheduled", booking=moved)
         meta = ChangeMeta(

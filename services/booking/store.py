@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from services.booking.pipeline import AutoPipeline, LuaScript
 from shared.domain import Booking, Calendar
 from shared.keys import TenantKeys
+from shared.offers import ref_field
 from shared.redis import as_text
 
 LUA = Path(__file__).with_name("lua")
@@ -88,6 +89,12 @@ class BookingStore:
                 self._calendars.clear()
             calendar = self._calendars[raw] = Calendar.model_validate_json(raw)
         return calendar
+
+    async def offered_ref(self, tenant_id: str, conversation_id: str, ref: str) -> bytes | None:
+        """The stored value of a slot reference of the conversation (shared/offers.py), batched."""
+        key = TenantKeys(tenant_id).offers(conversation_id)
+        raw: bytes | None = await self.auto.call(lambda p: p.hget(key, ref_field(ref)))
+        return raw
 
     async def prefetch(self, tenant_id: str, key: str, calendar_id: str, around: int | None) -> Prefetched:
         """The key's stored result, the calendar and (with `around`) the external busy blocks

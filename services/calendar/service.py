@@ -86,21 +86,17 @@ class AvailabilityService:
         now: int,
     ) -> FreeSlots:
         offered = starts[:MAX_SLOTS] or ([] if later is None else [later])
-        await self.store.record_offers(
-            envelope.tenant_id,
-            envelope.conversation_id,
-            [(cal.calendar_id, s) for cal in calendars for s in offered],
-            now + OFFER_TTL_S,
+        refs = await self.store.record_offers(
+            envelope.tenant_id, envelope.conversation_id, [c.calendar_id for c in calendars], offered, now + OFFER_TTL_S
         )
+        shown = [OfferedSlot(ref=ref, start=slots.to_local(s, zone)) for ref, s in zip(refs, offered, strict=True)]
         return FreeSlots(
             timezone=zone.key,
             duration_minutes=duration,
-            slots=[
-                OfferedSlot(ref=str(i + 1), start=slots.to_local(s, zone)) for i, s in enumerate(starts[:MAX_SLOTS])
-            ],
+            slots=shown if starts else [],
             more_available=len(starts) > MAX_SLOTS,
             reason=reason,
-            next_available=None if later is None else slots.to_local(later, zone),
+            next_available=None if starts or not shown else shown[0],
         )
 
     async def _queries(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -40,6 +40,7 @@ class CalendarStore:
         self._upsert = redis.register_script((LUA / "upsert_calendar.lua").read_text())
         self._import = redis.register_script((LUA / "import_busy.lua").read_text())
         self._spans = redis.register_script((LUA / "busy_spans.lua").read_text())
+        self._offer = redis.register_script((LUA / "record_offers.lua").read_text())
 
     async def get(self, tenant_id: str, calendar_id: str) -> Calendar | None:
         """One calendar, or None when the tenant has no such calendar."""
@@ -126,17 +127,17 @@ class CalendarStore:
         return [(sets[i], sets[i + 1]) for i in range(0, len(sets), 2)]
 
     async def record_offers(
-        self, tenant_id: str, conversation_id: str, offers: Iterable[tuple[str, int]], expires_at: int
-    ) -> None:
-        """Remember which (calendar, start) pairs this conversation was offered, until expires_at."""
-        key = TenantKeys(tenant_id).offers(conversation_id)
-        mapping = {f"{calendar_id}|{start}": expires_at for calendar_id, start in offers}
-        if not mapping:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=cast(dict[Any, Any], mapping))
-        pipe.expireat(key, expires_at + 3600)
-        await pipe.execute()
+        self, tenant_id: str, conversation_id: str, calendar_ids: Sequence[str], starts: Sequence[int], expires_at: int
+    ) -> list[str]:
+        """Remember that this conversation was offered `starts` (common to `calendar_ids`) until
+        expires_at, in one atomic step; the slots' short references, in order (shared/offers.py)."""
+        if not starts:
+            return []
+        refs = await self._offer(
+            keys=[TenantKeys(tenant_id).offers(conversation_id)],
+            args=[expires_at, expires_at + 3600, ",".join(calendar_ids), *starts],
+        )
+        return [as_text(r) for r in refs]
 
 
 def _result(out: Any) -> WriteResult:

@@ -1,7 +1,7 @@
 """Checks on what the model says and does. Each is small, pure and tested alone.
 
-- `find_leaks`: the user-facing text must hold no JSON, internal ids, tool or stream names,
-  or legacy markers such as BOOKING_CONFIRMATION.
+- `find_leaks`: the user-facing text must hold no JSON, internal ids, slot references, tool or
+  stream names, or legacy markers such as BOOKING_CONFIRMATION.
 - `find_false_claim`: the text must not say a booking was made, cancelled or moved unless
   that effect was committed in this turn.
 - `confirms`: a write runs only when the user's latest message confirms the proposed slot.
@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from shared import streams
+from shared.offers import REF_IN_TEXT
 from shared.tools import TOOLS
 
 _NAMES = sorted(
@@ -32,6 +33,7 @@ LEAK_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("identifier", re.compile(r"\bcall_[A-Za-z0-9_-]{4,}\b")),
     ("identifier", re.compile(r"\b(?:booking_id|calendar_id|tenant_id|user_id|idempotency_key|correlation_id)\b")),
     ("internal key", re.compile(r"\bt:\{[^}]*\}\S*")),
+    ("slot reference", REF_IN_TEXT),
 )
 
 
@@ -116,16 +118,77 @@ def times_named(text: str) -> set[int]:
     return found
 
 
-def confirms(user_text: str, proposal_text: str, slot_local: datetime) -> bool:
-    """True when the user's latest message says yes to this very slot.
+_WEEKDAYS = (
+    ("monday", "mon", "montag"),
+    ("tuesday", "tues", "tue", "dienstag"),
+    ("wednesday", "wed", "mittwoch"),
+    ("thursday", "thurs", "thu", "donnerstag"),
+    ("friday", "fri", "freitag"),
+    ("saturday", "sat", "samstag"),
+    ("sunday", "sun", "sonntag"),
+)
+_WEEKDAY = re.compile(r"\b(" + "|".join(n for names in _WEEKDAYS for n in names) + r")\b", re.IGNORECASE)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = r"(jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]*\.?"
+_DAY_MONTH = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\.?\s+(?:of\s+)?" + _MONTH, re.IGNORECASE)
+_MONTH_DAY = re.compile(r"\b" + _MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?\b", re.IGNORECASE)
+_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_RELATIVE = {"today": 0, "tomorrow": 1, "heute": 0}
+_RELATIVE_DAY = re.compile(r"\b(" + "|".join(_RELATIVE) + r")\b", re.IGNORECASE)
 
-    Either the user names the slot's time themselves, or they answer an assistant message
-    that proposed exactly this one time. A message that also says no, names another time,
-    or answers a list of several times, does not confirm.
+
+def _month(name: str) -> int:
+    key = name.lower()[:3].replace("ä", "a").replace("mai", "may").replace("okt", "oct").replace("dez", "dec")
+    return _MONTHS.index(key) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class NamedDay:
+    """A day as a text names it: any of its parts may be left open ("Monday", "30 Nov")."""
+
+    year: int | None = None
+    month: int | None = None
+    day: int | None = None
+    weekday: int | None = None
+
+    def matches(self, d: date) -> bool:
+        wanted = (self.year, self.month, self.day, self.weekday)
+        return all(w is None or w == v for w, v in zip(wanted, (d.year, d.month, d.day, d.weekday()), strict=True))
+
+
+def days_named(text: str, today: date | None = None) -> list[NamedDay]:
+    """Every day the text names: a weekday, "30 Nov", "Nov 30", an ISO date, "tomorrow"."""
+    found = [
+        NamedDay(weekday=next(i for i, names in enumerate(_WEEKDAYS) if name.lower() in names))
+        for name in _WEEKDAY.findall(text)
+    ]
+    found += [NamedDay(month=_month(month), day=int(day)) for day, month in _DAY_MONTH.findall(text)]
+    found += [NamedDay(month=_month(month), day=int(day)) for month, day in _MONTH_DAY.findall(text)]
+    found += [NamedDay(int(y), int(m), int(d)) for y, m, d in _ISO_DATE.findall(text)]
+    if today is not None:
+        for word in _RELATIVE_DAY.findall(text):
+            named = today + timedelta(days=_RELATIVE[word.lower()])
+            found.append(NamedDay(named.year, named.month, named.day))
+    return found
+
+
+def confirms(user_text: str, proposal_text: str, slot_local: datetime, today: date | None = None) -> bool:
+    """True when the user's latest message says yes to this very slot, day and time.
+
+    Either the user names the slot themselves, or they answer an assistant message that
+    proposed exactly this one slot. A message that also says no, names another time or day, or
+    answers a proposal of several times or days, does not confirm. `today` (in the slot's zone)
+    lets "tomorrow" count as a day.
     """
     if not _YES.search(user_text) or _NO.search(user_text):
         return False
     slot_minutes = slot_local.hour * 60 + slot_local.minute
+    slot_day = slot_local.date()
+    user_days = days_named(user_text, today)
+    if not all(day.matches(slot_day) for day in user_days):
+        return False
+    if not user_days and not all(day.matches(slot_day) for day in days_named(proposal_text, today)):
+        return False
     named = times_named(user_text)
     if named:
         return named == {slot_minutes}

@@ -29,9 +29,10 @@ from services.chat.views import error_view, model_view
 from shared import metrics
 from shared.domain import Booking, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
 from shared.logs import log_context
-from shared.messages import Envelope, ErrorCode, MessageType, ToolError
+from shared.messages import DomainError, Envelope, ErrorCode, MessageType, ToolError
+from shared.offers import resolve_ref
 from shared.settings import Settings
-from shared.tools import TOOLS, openai_tools
+from shared.tools import TOOLS, BookMeeting, RescheduleBooking, ToolArgs, openai_tools
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,10 @@ class Assistant:
         if isinstance(parsed, ToolError):
             return _error(parsed)
         spec, args = parsed.spec, parsed.args
+        try:
+            args = await self._resolve_slot_ref(turn, args)
+        except DomainError as exc:
+            return _error(exc.error)
         refusal = self._confirmation_gate(turn, state, call.function.name, args.model_dump())
         if refusal is not None:
             return _error(refusal)
@@ -241,8 +246,23 @@ class Assistant:
             elif spec.writes:
                 outcome = BookingOutcome.model_validate(reply.result)
                 state.outcomes.append(outcome)
-                metrics.BOOKINGS.labels(outcome.status).inc()
         return model_view(reply, state.zones), "ok" if reply.error is None else reply.error.code.value
+
+    async def _resolve_slot_ref(self, turn: Turn, args: ToolArgs) -> ToolArgs:
+        """A write naming its slot by reference, with the reference's start filled in, so the
+        confirmation gate checks the very slot (the worker checks the pair again)."""
+        match args:
+            case BookMeeting(slot_ref=str(ref)):
+                start = await resolve_ref(
+                    self.bus.redis, turn.tenant_id, turn.conversation_id, args.calendar_id, ref, args.start
+                )
+                return args.model_copy(update={"start": start})
+            case RescheduleBooking(new_slot_ref=str(ref)):
+                start = await resolve_ref(
+                    self.bus.redis, turn.tenant_id, turn.conversation_id, args.calendar_id, ref, args.new_start
+                )
+                return args.model_copy(update={"new_start": start})
+        return args
 
     def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
         """Server-side rule: with require_confirmation, a write runs only when the user's latest
@@ -254,7 +274,7 @@ class Assistant:
             return None  # unknown calendars are refused by the worker with a typed error
         start: datetime = args["new_start"] if name == "reschedule_booking" else args["start"]
         local = start.astimezone(ZoneInfo(calendar.timezone))
-        if guards.confirms(turn.text, state.proposal, local):
+        if guards.confirms(turn.text, state.proposal, local, today=datetime.now(local.tzinfo).date()):
             return None
         return ToolError(
             code=ErrorCode.needs_confirmation,

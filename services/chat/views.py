@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from shared.domain import Booking, BookingList, BookingOutcome, FreeSlots
+from shared.domain import Booking, BookingList, BookingOutcome, FreeSlots, OfferedSlot
 from shared.messages import Reply, ToolError
 
 
@@ -22,6 +22,11 @@ def _booking(b: Booking, zone_of: dict[str, str]) -> dict[str, Any]:
         "participants": list(b.participants),
         "status": b.status.value,
     }
+
+
+def _offered(slots: list[OfferedSlot]) -> dict[str, str]:
+    """Offered slots as {ref: local start}: the model books by the ref ("s3") or the start."""
+    return {s.ref: s.start.isoformat(timespec="minutes") for s in slots}
 
 
 def error_view(error: ToolError) -> str:
@@ -40,14 +45,14 @@ def model_view(reply: Reply, zone_of: dict[str, str]) -> str:
                 view: dict[str, Any] = {
                     "timezone": slots.timezone,
                     "duration_minutes": slots.duration_minutes,
-                    "slots": [s.start.isoformat(timespec="minutes") for s in slots.slots],
+                    "slots": _offered(slots.slots),
                 }
                 if slots.more_available:
                     view["more_available"] = True
                 if slots.reason is not None:
                     view["reason"] = slots.reason.value
                 if slots.next_available is not None:
-                    view["next_available"] = slots.next_available.isoformat(timespec="minutes")
+                    view["next_available"] = _offered([slots.next_available])
                 return json.dumps(view)
             case "book_meeting" | "cancel_booking" | "reschedule_booking":
                 outcome = BookingOutcome.model_validate(result)

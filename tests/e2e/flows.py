@@ -30,10 +30,11 @@ class Offer:
 
     def __init__(self, index: int = 0) -> None:
         self.index = index
+        self.ref = ""
         self.start = ""
 
     def propose(self, req: dict[str, Any]) -> dict[str, Any]:
-        self.start = str(last_tool_result(req)["slots"][self.index])
+        self.ref, self.start = list(last_tool_result(req)["slots"].items())[self.index]
         local = datetime.fromisoformat(self.start)
         return {
             "role": "assistant",
@@ -44,12 +45,14 @@ class Offer:
     def hhmm(self) -> str:
         return f"{datetime.fromisoformat(self.start):%H:%M}"
 
-    def book(self, name: str = "Alice Smith", start: str | None = None) -> Step:
+    def book(self, name: str = "Alice Smith", start: str | None = None, *, by_ref: bool = False) -> Step:
+        """book_meeting for the proposed slot (or `start`), naming it by its start or its ref."""
         return call(
             "book_meeting",
             lambda _req: {
                 "calendar_id": "dr-lee",
-                "start": start or self.start,
+                "slot_ref": self.ref if by_ref else None,
+                "start": None if by_ref else start or self.start,
                 "duration_minutes": None,
                 "attendee_name": name,
                 "participants": [],

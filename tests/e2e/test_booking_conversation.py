@@ -16,7 +16,7 @@ from tests.support.scripted_model import call, last_tool_result, say
 
 
 def offered(req: dict[str, Any], index: int = 0) -> str:
-    return str(last_tool_result(req)["slots"][index])
+    return str(list(last_tool_result(req)["slots"].values())[index])
 
 
 async def stored_bookings(system: System) -> list[Booking]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 from services.chat.guards import find_leaks
 from shared.keys import TenantKeys
 from tests.conftest import System
 from tests.e2e.flows import Offer, fetch, stored_bookings, tool_errors
 from tests.support.calendar_days import at, next_weekday
-from tests.support.scripted_model import last_tool_result, say
+from tests.support.scripted_model import call, last_tool_result, say
 
 
 async def test_model_booking_before_the_user_confirmed_is_refused_and_nothing_is_stored(system: System) -> None:
@@ -29,7 +30,7 @@ async def test_booking_a_slot_other_than_the_one_the_user_confirmed_is_refused(s
     offer = Offer(0)
     system.model.script(fetch(next_weekday()), offer.propose)
     await system.say("Is Dr. Lee free?")
-    second_start = last_tool_result(system.model.requests[-1])["slots"][1]
+    second_start = list(last_tool_result(system.model.requests[-1])["slots"].values())[1]
     system.model.script(offer.book(start=second_start), say("Which time would you like?"))
     await system.say(f"Yes, {offer.hhmm} please")
     assert tool_errors(system.model.requests[-1]) == ["needs_confirmation"]
@@ -120,3 +121,78 @@ async def test_leaked_marker_and_json_are_rewritten_or_stripped(system: System) 
     assert "BOOKING_CONFIRMATION" not in reply and "{" not in reply
     assert "booked" in reply
     assert len(await stored_bookings(system)) == 1
+
+
+# --- slots named by their short reference ---
+
+
+async def test_the_confirmed_slot_is_booked_by_its_ref_and_the_ref_never_reaches_the_user(system: System) -> None:
+    offer = Offer(1)
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    system.model.script(
+        offer.book(by_ref=True),
+        say(f"Done, you're booked ({offer.ref})."),
+        say(f"Done, you're booked. Your slot was {offer.ref}."),
+    )
+    response = await system.say("Yes please")
+    reply = response.json()["reply"]
+    assert offer.ref not in reply and find_leaks(reply) == []
+    [booking] = await stored_bookings(system)
+    assert booking.start == datetime.fromisoformat(offer.start)
+
+
+async def test_a_ref_of_a_slot_the_user_did_not_confirm_is_refused(system: System) -> None:
+    offer = Offer(0)
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    other_ref = list(last_tool_result(system.model.requests[-1])["slots"])[1]
+    system.model.script(
+        call(
+            "book_meeting",
+            {
+                "calendar_id": "dr-lee",
+                "slot_ref": other_ref,
+                "start": None,
+                "duration_minutes": None,
+                "attendee_name": "Alice",
+                "participants": [],
+            },
+        ),
+        say("Which time would you like?"),
+    )
+    await system.say(f"Yes, {offer.hhmm} please")
+    assert tool_errors(system.model.requests[-1]) == ["needs_confirmation"]
+    assert await stored_bookings(system) == []
+
+
+async def test_a_ref_never_offered_in_this_conversation_is_refused_before_any_write(system: System) -> None:
+    offer = Offer(0)
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?", user="bob")
+    system.model.script(offer.book(by_ref=True), say("That slot is not available."))
+    await system.say("Yes please")  # alice, in her own conversation, never saw bob's slots
+    assert tool_errors(system.model.requests[-1]) == ["slot_not_offered"]
+    assert await stored_bookings(system) == []
+
+
+async def test_a_booking_is_moved_to_an_offered_slot_named_by_its_ref(system: System) -> None:
+    old = Offer(0)
+    system.model.script(fetch(next_weekday()), old.propose)
+    await system.say("Is Dr. Lee free?")
+    system.model.script(old.book(by_ref=True), say("Done, you're booked."))
+    await system.say("Yes please")
+    new = Offer(3)
+    system.model.script(fetch(next_weekday()), new.propose)
+    await system.say("Can I move it to later?")
+    system.model.script(
+        call(
+            "reschedule_booking",
+            lambda _r: {"calendar_id": "dr-lee", "start": old.start, "new_slot_ref": new.ref, "new_start": None},
+        ),
+        say("Your appointment has been moved."),
+    )
+    await system.say("Yes, move it please")
+    [booking] = await stored_bookings(system)
+    assert booking.start == datetime.fromisoformat(new.start)
+    assert new.ref != old.ref

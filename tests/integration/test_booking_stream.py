@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 from faststream.redis import RedisBroker
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 
 from services.chat.toolbus import ToolBus
 from shared.domain import BookingOutcome
+from shared.keys import TenantKeys
 from shared.messages import Envelope, Reply
 from shared.settings import Settings
 from tests.support.calendar_days import at, next_weekday
@@ -29,7 +31,7 @@ async def bus(settings: Settings, workers: None, redis: Redis) -> AsyncIterator[
     await broker.stop()
 
 
-def book(bus: ToolBus, user: str, start: str, key: str | None = None) -> Envelope:
+def book(bus: ToolBus, user: str, start: str | None, key: str | None = None, ref: str | None = None) -> Envelope:
     return Envelope(
         idempotency_key=key or uuid.uuid4().hex,
         correlation_id=f"call_{uuid.uuid4().hex[:8]}",
@@ -39,6 +41,7 @@ def book(bus: ToolBus, user: str, start: str, key: str | None = None) -> Envelop
         type="book_meeting",
         payload={
             "calendar_id": "dr-lee",
+            "slot_ref": ref,
             "start": start,
             "duration_minutes": None,
             "attendee_name": user.title(),
@@ -125,3 +128,57 @@ async def test_a_slot_never_offered_in_the_conversation_is_refused(bus: ToolBus,
     reply = await bus.request(book(bus, "alice", at(day, 10).isoformat()), 5)
     assert reply.error is not None and reply.error.code == "slot_not_offered"
     assert await booking_count(redis) == 0
+
+
+# --- booking by the slot's short reference (issue 11) ---
+
+
+def first_offer(reply: Reply) -> tuple[str, str]:
+    """(ref, start) of the first slot of a fetch_free_slots reply."""
+    assert reply.result is not None
+    slot = reply.result["slots"][0]
+    return slot["ref"], slot["start"]
+
+
+async def test_a_slot_is_booked_by_its_ref_alone(bus: ToolBus, redis: Redis) -> None:
+    ref, start = first_offer(await fetch(bus, "alice", next_weekday()))
+    reply = await bus.request(book(bus, "alice", None, ref=ref), 5)
+    assert reply.error is None, reply.error
+    booked = BookingOutcome.model_validate(reply.result).booking
+    assert booked.start == datetime.fromisoformat(start)
+    assert await booking_count(redis) == 1
+
+
+async def test_a_ref_offered_in_another_conversation_is_not_offered_here(bus: ToolBus, redis: Redis) -> None:
+    ref, _ = first_offer(await fetch(bus, "bob", next_weekday()))
+    reply = await bus.request(book(bus, "alice", None, ref=ref), 5)
+    assert reply.error is not None and reply.error.code == "slot_not_offered"
+    unknown = await bus.request(book(bus, "bob", None, ref="s999"), 5)
+    assert unknown.error is not None and unknown.error.code == "slot_not_offered"
+    assert await booking_count(redis) == 0
+
+
+async def test_a_ref_and_a_start_that_disagree_book_nothing(bus: ToolBus, redis: Redis) -> None:
+    ref, _ = first_offer(await fetch(bus, "alice", next_weekday()))
+    reply = await bus.request(book(bus, "alice", at(next_weekday(), 11).isoformat(), ref=ref), 5)
+    assert reply.error is not None and reply.error.code == "invalid_arguments"
+    assert await booking_count(redis) == 0
+
+
+async def test_an_expired_ref_is_refused_as_an_expired_offer(bus: ToolBus, redis: Redis) -> None:
+    ref, start = first_offer(await fetch(bus, "alice", next_weekday()))
+    expiry_field = f"dr-lee|{int(datetime.fromisoformat(start).timestamp())}"
+    await redis.hset(TenantKeys("demo").offers("conv-alice"), expiry_field, int(time.time()) - 1)
+    reply = await bus.request(book(bus, "alice", None, ref=ref), 5)
+    assert reply.error is not None and reply.error.code == "offer_expired"
+    assert await booking_count(redis) == 0
+
+
+async def test_a_retry_of_a_booking_by_ref_answers_from_its_stored_result(bus: ToolBus, redis: Redis) -> None:
+    ref, _ = first_offer(await fetch(bus, "alice", next_weekday()))
+    envelope = book(bus, "alice", None, ref=ref)
+    first = await bus.request(envelope, 5)
+    await redis.delete(TenantKeys("demo").offers("conv-alice"))  # the offers are gone by the time it retries
+    again = await bus.request(envelope.model_copy(update={"message_id": uuid.uuid4().hex}), 5)
+    assert first.error is None and again.error is None and first.result == again.result
+    assert await booking_count(redis) == 1

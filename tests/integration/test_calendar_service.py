@@ -29,6 +29,15 @@ NOW = datetime(2026, 12, 7, 8, 0, tzinfo=BERLIN)
 DEMO = Path("services/calendar/demo_calendars.json")
 
 
+def offer_fields(offers: dict[bytes, bytes]) -> set[str]:
+    """The `calendar|start` fields of a conversation's offers hash (not its refs)."""
+    return {f.decode() for f in offers if f[:1].isalpha() and not f.startswith((b"ref|", b"at|"))}
+
+
+def next_start(answer: FreeSlots) -> datetime | None:
+    return None if answer.next_available is None else answer.next_available.start
+
+
 def frozen_at(moment: datetime) -> type[datetime]:
     """A datetime class whose now() is always `moment`: the services take the clock as a class."""
 
@@ -105,7 +114,15 @@ async def test_answer_holds_the_first_slots_in_the_calendars_zone_and_says_more_
     assert local(answer)[:3] == ["Tue 09:00", "Tue 09:30", "Tue 10:00"]
     assert answer.timezone == "Europe/Berlin" and answer.duration_minutes == 30
     assert answer.reason is None and answer.next_available is None
-    assert [s.ref for s in answer.slots] == [str(i) for i in range(1, MAX_SLOTS + 1)]
+    assert [s.ref for s in answer.slots] == [f"s{i}" for i in range(1, MAX_SLOTS + 1)]
+
+
+async def test_a_slot_offered_again_keeps_its_ref_and_new_slots_get_new_ones(service: AvailabilityService) -> None:
+    tuesday = await fetch(service, MONDAY + timedelta(days=1))
+    again = await fetch(service, MONDAY + timedelta(days=1))
+    wednesday = await fetch(service, MONDAY + timedelta(days=2))
+    assert again.slots == tuesday.slots
+    assert [s.ref for s in wednesday.slots] == [f"s{i}" for i in range(MAX_SLOTS + 1, 2 * MAX_SLOTS + 1)]
 
 
 async def test_answer_carries_free_starts_only(service: AvailabilityService) -> None:
@@ -148,9 +165,9 @@ async def test_intersection_offers_only_times_both_doctors_are_free(service: Ava
 
 async def test_offered_starts_are_recorded_for_the_conversation(service: AvailabilityService, redis: Redis) -> None:
     answer = await fetch(service, MONDAY + timedelta(days=1))
-    offers = await redis.hgetall(TenantKeys("demo").offers("conv-1"))
-    offered = {f"dr-lee|{int(s.start.timestamp())}".encode() for s in answer.slots}
-    assert set(offers) == offered
+    assert offer_fields(await redis.hgetall(TenantKeys("demo").offers("conv-1"))) == {
+        f"dr-lee|{int(s.start.timestamp())}" for s in answer.slots
+    }
 
 
 # --- empty answers: reason and next available ---
@@ -161,20 +178,20 @@ async def test_a_closed_day_is_outside_working_hours_and_points_to_the_next_open
 ) -> None:
     answer = await fetch(service, MONDAY + timedelta(days=5))  # Saturday
     assert answer.slots == [] and answer.reason is NoSlotReason.outside_working_hours
-    assert answer.next_available == at(MONDAY + timedelta(days=7), 9)
+    assert next_start(answer) == at(MONDAY + timedelta(days=7), 9)
 
 
 async def test_a_past_day_is_in_the_past_and_points_to_the_first_slot_from_now(service: AvailabilityService) -> None:
     answer = await fetch(service, MONDAY - timedelta(days=1))
     assert answer.reason is NoSlotReason.in_the_past
-    assert answer.next_available == at(MONDAY, 9)
+    assert next_start(answer) == at(MONDAY, 9)
 
 
 async def test_a_day_with_only_close_starts_left_is_too_short_notice(service: AvailabilityService) -> None:
     late = AvailabilityService(service.store, clock=frozen_at(at(MONDAY, 16, 5)))
     answer = await fetch(late, MONDAY)
     assert answer.reason is NoSlotReason.too_short_notice
-    assert answer.next_available == at(MONDAY + timedelta(days=1), 9)
+    assert next_start(answer) == at(MONDAY + timedelta(days=1), 9)
 
 
 async def test_a_day_past_the_horizon_is_beyond_horizon_without_a_next_slot(service: AvailabilityService) -> None:
@@ -189,14 +206,15 @@ async def test_a_blocked_day_is_fully_booked_and_points_to_the_next_day(
     await block(redis, at(day, 0), at(day, 23))
     answer = await fetch(service, day)
     assert answer.reason is NoSlotReason.fully_booked
-    assert answer.next_available == at(day + timedelta(days=1), 9)
+    assert next_start(answer) == at(day + timedelta(days=1), 9)
 
 
 async def test_the_next_available_slot_is_recorded_as_an_offer(service: AvailabilityService, redis: Redis) -> None:
     answer = await fetch(service, MONDAY + timedelta(days=5))
     assert answer.next_available is not None
-    offers = await redis.hgetall(TenantKeys("demo").offers("conv-1"))
-    assert set(offers) == {f"dr-lee|{int(answer.next_available.timestamp())}".encode()}
+    assert offer_fields(await redis.hgetall(TenantKeys("demo").offers("conv-1"))) == {
+        f"dr-lee|{int(answer.next_available.start.timestamp())}"
+    }
 
 
 @pytest.mark.parametrize(

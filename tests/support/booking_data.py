@@ -66,14 +66,14 @@ def slot_at(index: int, calendars: Sequence[str], days_ahead: int = 1) -> tuple[
 
 async def offer(
     redis: Redis, conversation_id: str, slots: Iterable[tuple[str, datetime]], tenant_id: str = TENANT
-) -> None:
-    """Record slots as offered in a conversation, as fetch_free_slots does."""
-    await CalendarStore(redis).record_offers(
-        tenant_id,
-        conversation_id,
-        [(calendar_id, int(start.timestamp())) for calendar_id, start in slots],
-        int(time.time()) + 3600,
-    )
+) -> list[str]:
+    """Record slots as offered in a conversation, as fetch_free_slots does; their refs."""
+    store, refs = CalendarStore(redis), []
+    for calendar_id, start in slots:
+        refs += await store.record_offers(
+            tenant_id, conversation_id, [calendar_id], [int(start.timestamp())], int(time.time()) + 3600
+        )
+    return refs
 
 
 def command(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
-from services.chat.guards import confirms, find_false_claim, find_leaks, strip_leaks, times_named
+from services.chat.guards import confirms, days_named, find_false_claim, find_leaks, strip_leaks, times_named
 
 SLOT = datetime(2026, 11, 30, 14, 0)
 
@@ -21,6 +21,7 @@ SLOT = datetime(2026, 11, 30, 14, 0)
         "Reference: 9f86d081884c7d659a2feaa0c55ad015",
         "the correlation_id was call_abc12345",
         "Message sent to booking.commands",
+        "I can book s3 for you at 14:00.",
     ],
 )
 def test_leaks_are_found_and_stripped(text: str) -> None:
@@ -60,10 +61,31 @@ def test_claims_are_checked_against_committed_effects() -> None:
         ("Yes, 10:00 please", "Shall I book 14:00?", False),  # the user named another time
         ("No, not that one", "Shall I book 14:00?", False),
         ("Hmm", "Shall I book 14:00?", False),
+        ("Yes please", "Shall I book Tue 01 Dec at 14:00?", False),  # the proposal named another day
+        ("Yes please", "Monday or Tuesday at 14:00?", False),  # two days proposed: which one?
+        ("Yes, Monday at 14:00", "Monday or Tuesday at 14:00?", True),
+        ("Yes, 14:00 on Tuesday", "Shall I book Mon 30 Nov at 14:00?", False),  # the user named another day
+        ("Yes, 30 November at 2pm", "", True),
+        ("Yes, Nov 30 at 14:00", "", True),
+        ("Yes, 2026-12-01 at 14:00", "", False),
     ],
 )
 def test_confirmation_must_name_or_answer_this_very_slot(user: str, proposal: str, expected: bool) -> None:
     assert confirms(user, proposal, SLOT) is expected
+
+
+def test_tomorrow_counts_as_a_day_relative_to_today() -> None:
+    assert confirms("Yes, tomorrow at 14:00", "", SLOT, today=date(2026, 11, 29))
+    assert not confirms("Yes, tomorrow at 14:00", "", SLOT, today=date(2026, 11, 30))
+    assert confirms("Yes", "Shall I book today at 14:00?", SLOT, today=date(2026, 11, 30))
+
+
+def test_days_are_read_as_weekdays_month_days_and_iso_dates() -> None:
+    monday = date(2026, 11, 30)
+    for text in ("Monday", "mon", "Montag", "30 Nov", "30th of November", "November 30", "2026-11-30"):
+        [day] = days_named(text)
+        assert day.matches(monday) and not day.matches(monday + timedelta(days=1)), text
+    assert days_named("at 14:00 for 30 minutes this month") == []
 
 
 def test_times_are_read_in_24h_and_12h_forms() -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from services.chat.calls import ParsedCall, parse_call
 from shared.messages import ErrorCode, ToolError
+from shared.offers import REF_PATTERN
 from shared.tools import TOOLS, BookMeeting, openai_tools
 
 json_values = st.recursive(
@@ -82,4 +83,15 @@ def test_tool_schemas_are_strict_and_generated_from_the_models() -> None:
     params = book["parameters"]
     assert params["additionalProperties"] is False
     assert set(params["required"]) == set(BookMeeting.model_fields)
-    assert params["properties"]["start"]["format"] == "date-time"
+    assert {"format": "date-time", "type": "string"} in params["properties"]["start"]["anyOf"]
+    assert {"pattern": REF_PATTERN, "type": "string"} in params["properties"]["slot_ref"]["anyOf"]
+
+
+def test_a_booking_must_name_its_slot_by_ref_or_start() -> None:
+    args = {"calendar_id": "dr-lee", "duration_minutes": None, "attendee_name": "A", "participants": []}
+    neither = parse_call("book_meeting", json.dumps({**args, "slot_ref": None, "start": None}))
+    assert isinstance(neither, ToolError) and "slot_ref" in neither.message
+    bad_ref = parse_call("book_meeting", json.dumps({**args, "slot_ref": "slot three", "start": None}))
+    assert isinstance(bad_ref, ToolError) and bad_ref.message.startswith("slot_ref:")
+    by_ref = parse_call("book_meeting", json.dumps({**args, "slot_ref": "s3", "start": None}))
+    assert isinstance(by_ref, ParsedCall) and by_ref.args == BookMeeting(**args, slot_ref="s3", start=None)
