@@ -66,6 +66,13 @@ class CalendarFields(BaseModel):
     horizon_days: int = Field(default=60, ge=1, le=730)
     max_bookings_per_day: int | None = Field(default=None, ge=1)
     require_confirmation: bool = True
+    hold_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=900,
+        description="While a proposed slot awaits the user's yes, it is held this long and shown busy to others. "
+        "0 = off.",
+    )
 
 
 class Calendar(CalendarFields):
@@ -155,6 +162,7 @@ class CalendarSummary(BaseModel):
     weekly_hours: dict[Weekday, list[TimeRange]]
     slot_minutes: int
     require_confirmation: bool
+    hold_seconds: int = 0
 
 
 class CalendarDirectory(BaseModel):

@@ -68,6 +68,11 @@ class TenantKeys:
         """A token bucket of the tenant's rate limits."""
         return f"{self._tag}:rate:{name}"
 
+    def holds(self, calendar_id: str) -> str:
+        """Sorted set of a calendar's short holds on proposed slots: score = start,
+        member = `end|conversation|expires` (epoch s); see shared/holds.py."""
+        return f"{self._tag}:cal:{calendar_id}:holds"
+
     def offers(self, conversation_id: str) -> str:
         """Hash of the slots offered in one conversation: ref -> offer JSON."""
         return f"{self._tag}:conv:{conversation_id}:offers"

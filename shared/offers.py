@@ -3,7 +3,7 @@ booking worker (atomically, in its Lua scripts) and by the chat's confirmation g
 
 One hash per conversation (`TenantKeys.offers`), so any chat replica or worker can check it:
 - `<calendar_id>|<start epoch>` -> expiry (epoch s): the field the booking scripts check;
-- `ref|<ref>` -> `<start epoch>|<calendar ids, comma-separated>`: a short reference ("s3") the
+- `ref|<ref>` -> `<start epoch>|<duration s>|<calendar ids, comma-separated>`: a short reference ("s3") the
   model may book by instead of copying the start; the same slot keeps its reference when it is
   offered again in the conversation (`at|<calendar ids>|<start epoch>` -> ref);
 - `#refs`: the counter behind the references.
@@ -13,6 +13,8 @@ A reference expires with its offer: its `<calendar_id>|<start>` field says until
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
@@ -37,8 +39,35 @@ def offer_field(calendar_id: str, start: int) -> str:
     return f"{calendar_id}|{start}"
 
 
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """One slot offered in the conversation, as stored under its reference."""
+
+    ref: str
+    start: int
+    duration_s: int
+    calendar_ids: tuple[str, ...]
+
+
+def _parse_ref(ref: str, raw: bytes | str) -> Offered:
+    start, duration, calendars = as_text(raw).split("|", 2)
+    return Offered(ref, int(start), int(duration), tuple(calendars.split(",")))
+
+
+def live_offers(fields: Mapping[bytes, bytes], now: int) -> list[Offered]:
+    """The conversation's offers (its hash read whole) that have not expired, by reference."""
+    offers = []
+    for name, value in fields.items():
+        if name.startswith(b"ref|"):
+            offered = _parse_ref(as_text(name[4:]), value)
+            expires = fields.get(offer_field(offered.calendar_ids[0], offered.start).encode())
+            if expires is not None and int(expires) >= now:
+                offers.append(offered)
+    return offers
+
+
 def ref_field(ref: str) -> str:
-    """The field holding `<start epoch>|<calendar ids>` of a reference."""
+    """The field holding `<start epoch>|<duration s>|<calendar ids>` of a reference."""
     return f"ref|{ref}"
 
 
@@ -53,13 +82,13 @@ def start_of_ref(raw: bytes | str | None, calendar_id: str, ref: str, start: dat
             ErrorCode.slot_not_offered,
             f"No slot {ref} was offered in this conversation; call fetch_free_slots and use one of its slots.",
         )
-    epoch, calendars = as_text(raw).split("|", 1)
-    if calendar_id not in calendars.split(","):
+    offered = _parse_ref(ref, raw)
+    if calendar_id not in offered.calendar_ids:
         raise DomainError(
             ErrorCode.slot_not_offered,
             f"Slot {ref} was offered for another calendar; use a slot offered for {calendar_id}.",
         )
-    resolved = datetime.fromtimestamp(int(epoch), UTC)
+    resolved = datetime.fromtimestamp(offered.start, UTC)
     if start is not None and start != resolved:
         raise DomainError(
             ErrorCode.invalid_arguments,

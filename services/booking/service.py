@@ -254,6 +254,10 @@ def _change(result: ScriptResult, fresh: tuple[BookingOutcome, ChangeMeta] | Non
             raise DomainError(
                 ErrorCode.slot_taken, "That slot was just taken by someone else; check availability again."
             )
+        case "held":
+            raise DomainError(
+                ErrorCode.slot_taken, "Someone else is deciding on that slot right now; offer another one."
+            )
         case "daily_limit":
             raise DomainError(ErrorCode.daily_limit, "That day is fully booked; offer another day.")
         case "not_offered":

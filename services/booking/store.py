@@ -14,8 +14,9 @@ from redis.asyncio import Redis
 
 from services.booking.pipeline import AutoPipeline, LuaScript
 from shared.domain import Booking, Calendar
+from shared.holds import with_holds
 from shared.keys import TenantKeys
-from shared.offers import ref_field
+from shared.offers import offer_field, ref_field
 from shared.redis import as_text
 
 LUA = Path(__file__).with_name("lua")
@@ -68,9 +69,9 @@ class BookingStore:
         self.ttl = idempotency_ttl_s
         self.auto = AutoPipeline(redis)
         self._prefetch = LuaScript((LUA / "prefetch.lua").read_text())
-        self._book = LuaScript((LUA / "book.lua").read_text())
+        self._book = LuaScript(with_holds((LUA / "book.lua").read_text()))
         self._cancel = LuaScript((LUA / "cancel.lua").read_text())
-        self._reschedule = LuaScript((LUA / "reschedule.lua").read_text())
+        self._reschedule = LuaScript(with_holds((LUA / "reschedule.lua").read_text()))
         self._calendars: dict[bytes, Calendar] = {}
 
     async def load_scripts(self) -> None:
@@ -157,6 +158,7 @@ class BookingStore:
                 keys.booking(booking.booking_id),
                 keys.user_bookings(booking.user_id),
                 keys.offers(conversation_id),
+                keys.holds(booking.calendar_id),
             ],
             args=[
                 fingerprint,
@@ -173,10 +175,11 @@ class BookingStore:
                 calendar.max_bookings_per_day or 0,
                 day[0],
                 day[1],
-                f"{booking.calendar_id}|{start}",
+                offer_field(booking.calendar_id, start),
                 now,
                 meta,
                 attempt,
+                conversation_id,
             ],
         )
         return _result(out)
@@ -242,6 +245,7 @@ class BookingStore:
                 keys.user_bookings(booking.user_id),
                 keys.offers(conversation_id),
                 TenantKeys(booking.tenant_id).booking_revision(booking.booking_id),
+                keys.holds(booking.calendar_id),
             ],
             args=[
                 fingerprint,
@@ -259,10 +263,11 @@ class BookingStore:
                 calendar.max_bookings_per_day or 0,
                 day[0],
                 day[1],
-                f"{moved.calendar_id}|{start}",
+                offer_field(moved.calendar_id, start),
                 now,
                 meta,
                 attempt,
+                conversation_id,
             ],
         )
         return _result(out)

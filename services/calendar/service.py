@@ -58,20 +58,20 @@ class AvailabilityService:
         if far is not None:
             later = None
             if far is NoSlotReason.in_the_past:
-                later = await self._next_available(envelope.tenant_id, calendars, now, duration)
+                later = await self._next_available(envelope, calendars, now, duration)
             return await self._answer(envelope, calendars, zone, duration, [], far, later, now)
         window = (
             slots.local_midnight(args.date_from, zone),
             slots.local_midnight(args.date_to + timedelta(days=1), zone),
         )
-        queries = await self._queries(envelope.tenant_id, calendars, window)
+        queries = await self._queries(envelope, calendars, window)
         starts = slots.intersect([slots.free_starts(q, window, duration * 60, now) for q in queries])
         if starts:
             return await self._answer(envelope, calendars, zone, duration, starts, None, None, now)
         reason = slots.why_empty(queries, window, duration * 60, now)
         later = None
         if reason is not NoSlotReason.beyond_horizon:
-            later = await self._next_available(envelope.tenant_id, calendars, max(window[1], now), duration)
+            later = await self._next_available(envelope, calendars, max(window[1], now), duration)
         return await self._answer(envelope, calendars, zone, duration, [], reason, later, now)
 
     async def _answer(
@@ -87,7 +87,12 @@ class AvailabilityService:
     ) -> FreeSlots:
         offered = starts[:MAX_SLOTS] or ([] if later is None else [later])
         refs = await self.store.record_offers(
-            envelope.tenant_id, envelope.conversation_id, [c.calendar_id for c in calendars], offered, now + OFFER_TTL_S
+            envelope.tenant_id,
+            envelope.conversation_id,
+            [c.calendar_id for c in calendars],
+            offered,
+            duration * 60,
+            now + OFFER_TTL_S,
         )
         shown = [OfferedSlot(ref=ref, start=slots.to_local(s, zone)) for ref, s in zip(refs, offered, strict=True)]
         return FreeSlots(
@@ -100,20 +105,27 @@ class AvailabilityService:
         )
 
     async def _queries(
-        self, tenant_id: str, calendars: Sequence[Calendar], window: slots.Interval
+        self, envelope: Envelope, calendars: Sequence[Calendar], window: slots.Interval
     ) -> list[slots.SlotQuery]:
-        busy = await self.store.busy_many(tenant_id, [c.calendar_id for c in calendars], window)
+        """The engine's inputs: bookings (and other conversations' holds) and external blocks."""
+        busy = await self.store.busy_many(envelope.tenant_id, [c.calendar_id for c in calendars], window)
+        holding = [c.calendar_id for c in calendars if c.hold_seconds]
+        held: dict[str, list[slots.Interval]] = {}
+        if holding:
+            found = await self.store.held(envelope.tenant_id, holding, window, envelope.conversation_id, self.now())
+            held = dict(zip(holding, found, strict=True))
         return [
-            slots.SlotQuery(cal, bookings, external) for cal, (bookings, external) in zip(calendars, busy, strict=True)
+            slots.SlotQuery(cal, [*bookings, *held.get(cal.calendar_id, ())], external)
+            for cal, (bookings, external) in zip(calendars, busy, strict=True)
         ]
 
     async def _next_available(
-        self, tenant_id: str, calendars: Sequence[Calendar], after: int, duration: int
+        self, envelope: Envelope, calendars: Sequence[Calendar], after: int, duration: int
     ) -> int | None:
         """The first common free start in the LOOKAHEAD_DAYS after `after`, if any."""
         window = (after, after + LOOKAHEAD_DAYS * slots.DAY)
         now = self.now()
-        queries = await self._queries(tenant_id, calendars, window)
+        queries = await self._queries(envelope, calendars, window)
         common = slots.intersect([slots.free_starts(q, window, duration * 60, now) for q in queries])
         return common[0] if common else None
 
@@ -128,6 +140,7 @@ class AvailabilityService:
                     weekly_hours=c.weekly_hours,
                     slot_minutes=c.slot_minutes,
                     require_confirmation=c.require_confirmation,
+                    hold_seconds=c.hold_seconds,
                 )
                 for c in await self.store.all(tenant_id)
             ]

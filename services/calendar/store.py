@@ -41,6 +41,7 @@ class CalendarStore:
         self._import = redis.register_script((LUA / "import_busy.lua").read_text())
         self._spans = redis.register_script((LUA / "busy_spans.lua").read_text())
         self._offer = redis.register_script((LUA / "record_offers.lua").read_text())
+        self._held = redis.register_script((LUA / "held_spans.lua").read_text())
 
     async def get(self, tenant_id: str, calendar_id: str) -> Calendar | None:
         """One calendar, or None when the tenant has no such calendar."""
@@ -126,16 +127,33 @@ class CalendarStore:
         sets = [_pairs(t) for t in texts]
         return [(sets[i], sets[i + 1]) for i in range(0, len(sets), 2)]
 
+    async def held(
+        self, tenant_id: str, calendar_ids: Sequence[str], window: Interval, conversation_id: str, now: int
+    ) -> list[list[Interval]]:
+        """Per calendar, the live holds of other conversations that may touch the window."""
+        keys = TenantKeys(tenant_id)
+        texts = await self._held(
+            keys=[keys.holds(i) for i in calendar_ids], args=[window[0] - LOOKBACK_S, window[1], conversation_id, now]
+        )
+        return [_pairs(t) for t in texts]
+
     async def record_offers(
-        self, tenant_id: str, conversation_id: str, calendar_ids: Sequence[str], starts: Sequence[int], expires_at: int
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        calendar_ids: Sequence[str],
+        starts: Sequence[int],
+        duration_s: int,
+        expires_at: int,
     ) -> list[str]:
-        """Remember that this conversation was offered `starts` (common to `calendar_ids`) until
-        expires_at, in one atomic step; the slots' short references, in order (shared/offers.py)."""
+        """Remember that this conversation was offered `starts` (common to `calendar_ids`, each
+        `duration_s` long) until expires_at, in one atomic step; the slots' short references, in
+        order (shared/offers.py)."""
         if not starts:
             return []
         refs = await self._offer(
             keys=[TenantKeys(tenant_id).offers(conversation_id)],
-            args=[expires_at, expires_at + 3600, ",".join(calendar_ids), *starts],
+            args=[expires_at, expires_at + 3600, ",".join(calendar_ids), duration_s, *starts],
         )
         return [as_text(r) for r in refs]
 

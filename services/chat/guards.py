@@ -172,6 +172,14 @@ def days_named(text: str, today: date | None = None) -> list[NamedDay]:
     return found
 
 
+def proposes(text: str, slot_local: datetime, today: date | None = None) -> bool:
+    """True when the text proposes this one slot: the only clock time it names is the slot's,
+    and every day it names is the slot's day."""
+    return times_named(text) == {slot_local.hour * 60 + slot_local.minute} and all(
+        day.matches(slot_local.date()) for day in days_named(text, today)
+    )
+
+
 def confirms(user_text: str, proposal_text: str, slot_local: datetime, today: date | None = None) -> bool:
     """True when the user's latest message says yes to this very slot, day and time.
 

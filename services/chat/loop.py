@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageT
 from services.chat import guards
 from services.chat.calls import parse_call
 from services.chat.conversations import ConversationStore, Message
+from services.chat.holds import SlotHolds
 from services.chat.prompt import system_prompt
 from services.chat.toolbus import ToolBus
 from services.chat.views import error_view, model_view
@@ -99,6 +100,7 @@ class Assistant:
         self.bus = bus
         self.conversations = conversations
         self.tools = openai_tools()
+        self.holds = SlotHolds(bus.redis)
         self._directories: dict[str, tuple[float, CalendarDirectory]] = {}
 
     async def directory(self, turn: Turn) -> CalendarDirectory:
@@ -198,6 +200,8 @@ class Assistant:
             committed = [o.status for o in state.outcomes]
             problem = guards.find_leaks(text) or guards.find_false_claim(text, committed) or not text
             if not problem:
+                if not state.outcomes:
+                    await self._hold_proposal(turn, state, text)
                 return text
             if not asked_to_rewrite:
                 asked_to_rewrite = True
@@ -233,7 +237,7 @@ class Assistant:
             args = await self._resolve_slot_ref(turn, args)
         except DomainError as exc:
             return _error(exc.error)
-        refusal = self._confirmation_gate(turn, state, call.function.name, args.model_dump())
+        refusal = await self._confirmation_gate(turn, state, call.function.name, args.model_dump())
         if refusal is not None:
             return _error(refusal)
         if state.on_activity is not None:
@@ -264,9 +268,27 @@ class Assistant:
                 return args.model_copy(update={"new_start": start})
         return args
 
-    def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
+    async def _hold_proposal(self, turn: Turn, state: _State, text: str) -> None:
+        """When the reply proposes exactly one slot offered in this conversation, hold it for
+        this conversation while the user decides (only on calendars that hold slots)."""
+        holding = {c.calendar_id: c for c in state.directory.calendars if c.hold_seconds}
+        if not holding or len(guards.times_named(text)) != 1:
+            return
+        now = datetime.now(UTC)
+        proposed = []
+        for offer in await self.holds.offers(turn.tenant_id, turn.conversation_id):
+            calendars = [holding[c] for c in offer.calendar_ids if c in holding]
+            if calendars:
+                zone = ZoneInfo(calendars[0].timezone)
+                if guards.proposes(text, datetime.fromtimestamp(offer.start, zone), now.astimezone(zone).date()):
+                    proposed.append((offer, calendars))
+        if len(proposed) == 1:
+            offer, calendars = proposed[0]
+            await self.holds.hold(turn.tenant_id, turn.conversation_id, calendars, offer.start, offer.duration_s)
+
+    async def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
         """Server-side rule: with require_confirmation, a write runs only when the user's latest
-        message confirms this very slot."""
+        message confirms this very slot. The slot it waits for is held (if the calendar holds)."""
         if name not in ("book_meeting", "reschedule_booking"):
             return None
         calendar = state.calendar(str(args["calendar_id"]))
@@ -276,6 +298,8 @@ class Assistant:
         local = start.astimezone(ZoneInfo(calendar.timezone))
         if guards.confirms(turn.text, state.proposal, local, today=datetime.now(local.tzinfo).date()):
             return None
+        minutes = args.get("duration_minutes") or calendar.slot_minutes
+        await self.holds.hold(turn.tenant_id, turn.conversation_id, [calendar], int(start.timestamp()), minutes * 60)
         return ToolError(
             code=ErrorCode.needs_confirmation,
             message=f"Nothing was booked: the user has not confirmed this slot yet. Ask them: "

@@ -7,6 +7,7 @@ import asyncio
 import time
 from datetime import datetime
 
+from services.calendar.store import CalendarStore
 from services.chat.guards import find_leaks
 from shared.keys import TenantKeys
 from tests.conftest import System
@@ -196,3 +197,57 @@ async def test_a_booking_is_moved_to_an_offered_slot_named_by_its_ref(system: Sy
     [booking] = await stored_bookings(system)
     assert booking.start == datetime.fromisoformat(new.start)
     assert new.ref != old.ref
+
+
+# --- short holds on proposed slots (Calendar.hold_seconds) ---
+
+
+async def holding_dr_lee(system: System, seconds: int = 120) -> None:
+    store = CalendarStore(system.redis)
+    lee = await store.get("demo", "dr-lee")
+    assert lee is not None
+    await store.put(lee.model_copy(update={"hold_seconds": seconds}))
+
+
+async def test_a_slot_proposed_to_one_user_is_not_offered_to_another_while_held(system: System) -> None:
+    await holding_dr_lee(system)
+    alice = Offer(0)
+    system.model.script(fetch(next_weekday()), alice.propose)  # proposes exactly one slot: held for alice
+    await system.say("Is Dr. Lee free?")
+    system.model.script(fetch(next_weekday()), say("Which time suits you?"))
+    await system.say("Is Dr. Lee free?", user="bob")
+    assert alice.start not in last_tool_result(system.model.requests[-1])["slots"].values()
+    system.model.script(fetch(next_weekday()), alice.propose)
+    await system.say("Is Dr. Lee free?")  # her own hold does not hide the slot from alice
+    assert alice.start in last_tool_result(system.model.requests[-1])["slots"].values()
+    system.model.script(alice.book(), say("Done, you're booked."))
+    await system.say("Yes please")
+    [booking] = await stored_bookings(system)
+    assert booking.start == datetime.fromisoformat(alice.start)
+    assert await system.redis.zcard(TenantKeys("demo").holds("dr-lee")) == 0  # booking it released the hold
+
+
+async def test_a_slot_held_for_another_user_is_refused_until_the_hold_expires(system: System) -> None:
+    await holding_dr_lee(system)
+    alice = Offer(0)
+    system.model.script(fetch(next_weekday()), say("Which time suits you?"))  # offered, not proposed: no hold
+    await system.say("Is Dr. Lee free?")
+    first_start = next(iter(last_tool_result(system.model.requests[-1])["slots"].values()))
+    bob = Offer(0)
+    system.model.script(fetch(next_weekday()), bob.propose)  # bob is proposed the same first slot: held for bob
+    await system.say("Is Dr. Lee free?", user="bob")
+    assert bob.start == first_start
+    alice.start = first_start
+    system.model.script(alice.book(), say("That slot was just taken."))
+    await system.say(f"Yes, {alice.hhmm} please")
+    assert tool_errors(system.model.requests[-1]) == ["slot_taken"]
+    assert await stored_bookings(system) == []
+    holds = TenantKeys("demo").holds("dr-lee")
+    [(member, start)] = await system.redis.zrange(holds, 0, -1, withscores=True)
+    end_and_owner, _expires = member.decode().rsplit("|", 1)
+    await system.redis.zadd(holds, {f"{end_and_owner}|{int(time.time()) - 1}": start})  # bob's hold ran out
+    await system.redis.zrem(holds, member)
+    system.model.script(alice.book(), say("Done, you're booked."))
+    await system.say(f"Yes, {alice.hhmm} please")
+    [booking] = await stored_bookings(system)
+    assert booking.user_id == "alice"

@@ -71,7 +71,7 @@ async def offer(
     store, refs = CalendarStore(redis), []
     for calendar_id, start in slots:
         refs += await store.record_offers(
-            tenant_id, conversation_id, [calendar_id], [int(start.timestamp())], int(time.time()) + 3600
+            tenant_id, conversation_id, [calendar_id], [int(start.timestamp())], 30 * 60, int(time.time()) + 3600
         )
     return refs
 

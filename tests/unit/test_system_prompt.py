@@ -15,7 +15,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 DEMO = Path(__file__).resolve().parents[2] / "services" / "calendar" / "demo_calendars.json"
 DIRECTORY = CalendarDirectory(
     calendars=[
-        CalendarSummary.model_validate({k: c[k] for k in CalendarSummary.model_fields})
+        CalendarSummary.model_validate({k: c[k] for k in CalendarSummary.model_fields if k in c})
         for c in json.loads(DEMO.read_text())
     ]
 )

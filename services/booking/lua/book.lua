@@ -1,15 +1,16 @@
 -- Book one slot: idempotency check, offer check, conflict check and write in ONE atomic step.
 -- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
---       5 offers hash of the conversation
+--       5 offers hash of the conversation, 6 holds set of the calendar (shared/holds.py)
 -- ARGV: 1 fingerprint, 2 result json (on success), 3 core start, 4 core end,
 --       5 buffer before (s), 6 buffer after (s), 7 idempotency ttl (s),
 --       8 booking id, 9 user id, 10 booking json, 11 key prefix of bookings (same hash tag),
 --       12 max bookings per day (0 = none), 13 local day start, 14 local day end,
---       15 offer field `calendar|start`, 16 now (epoch s), 17 change meta json, 18 attempt token
+--       15 offer field `calendar|start`, 16 now (epoch s), 17 change meta json, 18 attempt token,
+--       19 conversation id
 -- Returns {status, payload, meta, sequence}:
 --   created -> result json (also when this very attempt already wrote it: a client retry);
 --   replayed -> the stored result of an earlier attempt; existing -> the caller's booking json;
---   conflict, slot_taken, daily_limit, not_offered, offer_expired -> ''
+--   conflict, slot_taken, held, daily_limit, not_offered, offer_expired -> ''
 local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
 if seen[1] then
   if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
@@ -43,11 +44,16 @@ for i = 1, #rows, 2 do
   end
 end
 
+-- a slot another conversation holds while its user decides is not free either
+local stale = check_holds(KEYS[6], s, e, ARGV[19], tonumber(ARGV[16]))
+if not stale then return {'held', '', '', 0} end
+
 local cap = tonumber(ARGV[12])
 if cap > 0 and redis.call('ZCOUNT', KEYS[2], ARGV[13], '(' .. ARGV[14]) >= cap then
   return {'daily_limit', '', '', 0}
 end
 
+if #stale > 0 then redis.call('ZREM', KEYS[6], unpack(stale)) end
 redis.call('ZADD', KEYS[2], s, e .. '|' .. ARGV[8] .. '|' .. ARGV[9])
 redis.call('SET', KEYS[3], ARGV[10])
 redis.call('ZADD', KEYS[4], s, ARGV[8])

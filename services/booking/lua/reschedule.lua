@@ -1,12 +1,14 @@
 -- Move one booking atomically: the new slot is taken and the old one freed in one step, or nothing changes.
 -- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
---       5 offers hash of the conversation, 6 booking revision counter (iCalendar SEQUENCE)
+--       5 offers hash of the conversation, 6 booking revision counter (iCalendar SEQUENCE),
+--       7 holds set of the calendar (shared/holds.py)
 -- ARGV: 1 fingerprint, 2 result json, 3 old busy member, 4 new core start, 5 new core end,
 --       6 buffer before, 7 buffer after, 8 idempotency ttl, 9 expected current json (as read),
 --       10 moved booking json, 11 booking id, 12 user id, 13 cap per day (0 none), 14 day start, 15 day end,
---       16 offer field `calendar|new start`, 17 now (epoch s), 18 change meta json, 19 attempt token
+--       16 offer field `calendar|new start`, 17 now (epoch s), 18 change meta json, 19 attempt token,
+--       20 conversation id
 -- Returns {status, payload, meta, sequence}:
---   created | replayed | conflict | changed | not_offered | offer_expired | slot_taken | daily_limit
+--   created | replayed | conflict | changed | not_offered | offer_expired | slot_taken | held | daily_limit
 local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
 if seen[1] then
   if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
@@ -40,6 +42,8 @@ for i = 1, #rows, 2 do
     if os < e + after + before and oe + after > s - before then return {'slot_taken', '', '', 0} end
   end
 end
+local stale = check_holds(KEYS[7], s, e, ARGV[20], tonumber(ARGV[17]))
+if not stale then return {'held', '', '', 0} end
 local cap = tonumber(ARGV[13])
 if cap > 0 then
   local n = redis.call('ZCOUNT', KEYS[2], ARGV[14], '(' .. ARGV[15])
@@ -48,6 +52,7 @@ if cap > 0 then
   if n >= cap then return {'daily_limit', '', '', 0} end
 end
 
+if #stale > 0 then redis.call('ZREM', KEYS[7], unpack(stale)) end
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[2], s, e .. '|' .. ARGV[11] .. '|' .. ARGV[12])
 redis.call('ZADD', KEYS[4], s, ARGV[11])
