@@ -172,6 +172,13 @@ def days_named(text: str, today: date | None = None) -> list[NamedDay]:
     return found
 
 
+def invitees_confirmed(user_text: str, proposal_text: str, invitees: Iterable[str]) -> bool:
+    """True when every invitee's address is written in the confirming message or in the
+    proposal it answers: nobody is invited whom the user did not see named."""
+    seen = f"{user_text}\n{proposal_text}".lower()
+    return all(address.lower() in seen for address in invitees)
+
+
 def proposes(text: str, slot_local: datetime, today: date | None = None) -> bool:
     """True when the text proposes this one slot: the only clock time it names is the slot's,
     and every day it names is the slot's day."""

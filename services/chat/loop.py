@@ -288,7 +288,8 @@ class Assistant:
 
     async def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
         """Server-side rule: with require_confirmation, a write runs only when the user's latest
-        message confirms this very slot. The slot it waits for is held (if the calendar holds)."""
+        message confirms this very slot and these invitees. The slot it waits for is held (if the
+        calendar holds slots)."""
         if name not in ("book_meeting", "reschedule_booking"):
             return None
         calendar = state.calendar(str(args["calendar_id"]))
@@ -296,14 +297,18 @@ class Assistant:
             return None  # unknown calendars are refused by the worker with a typed error
         start: datetime = args["new_start"] if name == "reschedule_booking" else args["start"]
         local = start.astimezone(ZoneInfo(calendar.timezone))
-        if guards.confirms(turn.text, state.proposal, local, today=datetime.now(local.tzinfo).date()):
+        invitees = [str(p) for p in args.get("participants", ())]
+        if guards.confirms(
+            turn.text, state.proposal, local, today=datetime.now(local.tzinfo).date()
+        ) and guards.invitees_confirmed(turn.text, state.proposal, invitees):
             return None
         minutes = args.get("duration_minutes") or calendar.slot_minutes
         await self.holds.hold(turn.tenant_id, turn.conversation_id, [calendar], int(start.timestamp()), minutes * 60)
+        what, inviting = (" and these invitees", f" and invite {', '.join(invitees)}") if invitees else ("", "")
         return ToolError(
             code=ErrorCode.needs_confirmation,
-            message=f"Nothing was booked: the user has not confirmed this slot yet. Ask them: "
-            f'"Shall I book {calendar.name} on {local:%a %d %b at %H:%M}?"',
+            message=f"Nothing was booked: the user has not confirmed this slot{what} yet. Ask them: "
+            f'"Shall I book {calendar.name} on {local:%a %d %b at %H:%M}{inviting}?"',
         )
 
 

@@ -39,7 +39,8 @@ async def test_user_books_offered_slot_after_confirming_and_sees_only_a_natural_
         local = datetime.fromisoformat(chosen["start"])
         return {
             "role": "assistant",
-            "content": f"Dr. Lee is free on {local:%a %d %b} at {local:%H:%M}. Shall I book it?",
+            "content": f"Dr. Lee is free on {local:%a %d %b} at {local:%H:%M}. Shall I book it and invite "
+            "alice@example.com?",
         }
 
     system.model.script(
@@ -68,7 +69,7 @@ async def test_user_books_offered_slot_after_confirming_and_sees_only_a_natural_
     )
     first = await system.say("Hi, can I see Dr. Lee on " + day.isoformat() + "?")
     assert first.status_code == 200, first.text
-    assert "Shall I book it?" in first.json()["reply"]
+    assert "Shall I book it and invite alice@example.com?" in first.json()["reply"]
     assert len(first.json()["suggested_slots"]) > 2
     assert await stored_bookings(system) == []
 

@@ -63,6 +63,31 @@ async def test_an_expired_offer_is_refused(system: System) -> None:
     assert await stored_bookings(system) == []
 
 
+async def test_an_invitee_the_user_never_saw_named_needs_a_new_confirmation(system: System) -> None:
+    offer = Offer()
+    system.model.script(fetch(next_weekday()), offer.propose)
+    await system.say("Is Dr. Lee free?")
+    sneaky = call(
+        "book_meeting",
+        lambda _r: {
+            "calendar_id": "dr-lee",
+            "start": offer.start,
+            "duration_minutes": None,
+            "attendee_name": "Alice",
+            "participants": ["eve@example.com"],
+        },
+    )
+    system.model.script(sneaky, say("Shall I also invite eve@example.com?"))
+    await system.say("Yes please")
+    assert tool_errors(system.model.requests[-1]) == ["needs_confirmation"]
+    assert "invite eve@example.com" in system.model.requests[-1]["messages"][-1]["content"]
+    assert await stored_bookings(system) == []
+    system.model.script(sneaky, say("Done, you're booked."))
+    await system.say(f"Yes, {offer.hhmm}, and invite eve@example.com")
+    [booking] = await stored_bookings(system)
+    assert booking.participants == ["eve@example.com"]
+
+
 async def test_claiming_a_booking_without_any_tool_call_is_corrected(system: System) -> None:
     system.model.script(
         say("Done — you're booked with Dr. Lee tomorrow at 10:00!"),
