@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     """Where a worker's metrics server binds: loopback for local runs, 0.0.0.0 in a container."""
 
+    ics_organizer: str = "bookings@booking-assistant.invalid"
+    """The ORGANIZER address of the .ics invitations on booking.events (the address replies go to)."""
+
     seed_calendars_file: str | None = "services/calendar/demo_calendars.json"
     """Calendars created at worker start when missing (the demo set by default; empty to skip)."""
 

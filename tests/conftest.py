@@ -70,6 +70,7 @@ def make_settings(redis_url: str, model_url: str, **overrides: object) -> Settin
         "block_ms": 100,
         "tool_timeout_s": 5.0,
         "visibility_timeout_ms": 2_000,
+        "ics_organizer": "appointments@clinic.test",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from pydantic import BaseModel
 
+from services.booking import ics
 from services.booking.events import Change, booking_event
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
@@ -19,8 +20,9 @@ from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleB
 from shared.worker import Handled, Handler, StreamWorker, observe
 
 
-def make_handler(service: BookingService) -> Handler:
-    """The booking worker's dispatch: one message type, one typed payload, one service call."""
+def make_handler(service: BookingService, organizer: str = ics.ORGANIZER) -> Handler:
+    """The booking worker's dispatch: one message type, one typed payload, one service call.
+    `organizer` is the ORGANIZER of the events' .ics invitations."""
 
     async def handle(envelope: Envelope, redelivered: bool) -> Handled:
         result: BaseModel
@@ -45,7 +47,7 @@ def make_handler(service: BookingService) -> Handler:
             # its event again (at-least-once, same event_id). A duplicate that merely replays
             # a write another delivery published stays silent.
             if change.meta is not None and (change.applied or redelivered):
-                events.append(booking_event(envelope.tenant_id, envelope.idempotency_key, change))
+                events.append(booking_event(envelope.tenant_id, envelope.idempotency_key, change, organizer))
         reply = Reply(
             correlation_id=envelope.correlation_id,
             message_id=envelope.message_id,
@@ -65,7 +67,8 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     redis = connect(settings.redis_url)
     store = BookingStore(redis, settings.idempotency_ttl_s)
     service = BookingService(store)
-    worker = StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, make_handler(service))
+    handler = make_handler(service, settings.ics_organizer)
+    worker = StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, handler)
     worker.register(broker)
     app = FastStream(broker)
 

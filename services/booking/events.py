@@ -83,8 +83,8 @@ def event_id(tenant_id: str, idempotency_key: str, kind: EventType) -> str:
     return uuid.uuid5(_EVENT_NAMESPACE, f"{tenant_id}\x00{idempotency_key}\x00{kind}").hex
 
 
-def build_event(tenant_id: str, idempotency_key: str, change: Change) -> BookingEvent:
-    """The event of a stored change (it must carry its meta)."""
+def build_event(tenant_id: str, idempotency_key: str, change: Change, organizer: str = ics.ORGANIZER) -> BookingEvent:
+    """The event of a stored change (it must carry its meta); `organizer` signs its invitation."""
     meta = change.meta
     if meta is None:
         raise ValueError("a change without meta wrote nothing and has no event")
@@ -92,7 +92,12 @@ def build_event(tenant_id: str, idempotency_key: str, change: Change) -> Booking
     booking = change.outcome.booking
     method = "CANCEL" if kind == "cancelled" else "REQUEST"
     text = ics.invite(
-        booking, method=method, sequence=change.sequence, stamp=meta.occurred_at, calendar_name=meta.calendar_name
+        booking,
+        method=method,
+        sequence=change.sequence,
+        stamp=meta.occurred_at,
+        calendar_name=meta.calendar_name,
+        organizer=organizer,
     )
     return BookingEvent.model_construct(
         event_id=event_id(tenant_id, idempotency_key, kind),
@@ -112,6 +117,8 @@ def build_event(tenant_id: str, idempotency_key: str, change: Change) -> Booking
     )
 
 
-def booking_event(tenant_id: str, idempotency_key: str, change: Change) -> tuple[str, str]:
+def booking_event(
+    tenant_id: str, idempotency_key: str, change: Change, organizer: str = ics.ORGANIZER
+) -> tuple[str, str]:
     """(stream, JSON) of the change's booking.events entry."""
-    return streams.BOOKING_EVENTS, build_event(tenant_id, idempotency_key, change).model_dump_json()
+    return streams.BOOKING_EVENTS, build_event(tenant_id, idempotency_key, change, organizer).model_dump_json()
