@@ -134,7 +134,19 @@ async def _no_body(message: StreamMessage[Any]) -> None:
 class StreamWorker:
     """Consumes one stream as one consumer of one group, with reclaim and dead-lettering."""
 
-    def __init__(self, settings: Settings, redis: Redis, stream: str, group: str, handle: Handler) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        stream: str,
+        group: str,
+        handle: Handler,
+        *,
+        forget: frozenset[str] = frozenset(),
+    ) -> None:
+        """`forget`: message types whose entries are deleted from the stream once handled and
+        acked, so their payload (e.g. an imported calendar's text) does not outlive its use."""
+        self.forget = forget
         self.settings = settings
         self.redis = redis
         self.stream = stream
@@ -242,6 +254,7 @@ class StreamWorker:
         # after max_delivery_attempts, without holding back the acks of its batch
         done: list[bytes] = []
         labels: list[str] = []
+        forgotten: list[bytes] = []
         for entry_id, envelope, label, first, end in written:
             errors = [r for r in results[first:end] if isinstance(r, Exception)]
             if errors:
@@ -251,8 +264,12 @@ class StreamWorker:
             else:
                 done.append(entry_id)
                 labels.append(label)
+                if envelope.type in self.forget:
+                    forgotten.append(entry_id)
         if done:
             await self.redis.xack(self.stream, self.group, *done)
+            if forgotten:
+                await self.redis.xdel(self.stream, *forgotten)
             for label in labels:
                 self._count(label)
 

@@ -58,7 +58,12 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     redis = connect(settings.redis_url)
     store = CalendarStore(redis, settings.idempotency_ttl_s)
     worker = StreamWorker(
-        settings, redis, streams.CALENDAR_REQUESTS, streams.CALENDAR_GROUP, make_handler(AvailabilityService(store))
+        settings,
+        redis,
+        streams.CALENDAR_REQUESTS,
+        streams.CALENDAR_GROUP,
+        make_handler(AvailabilityService(store)),
+        forget=frozenset({"import_ics"}),  # the calendar's text is private: keep only its busy blocks
     )
     worker.register(broker)
     app = FastStream(broker)

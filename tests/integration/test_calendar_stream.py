@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from services.calendar.service import MAX_SLOTS
 from services.chat.toolbus import ToolBus
+from shared import streams
 from shared.domain import BusyImported, CalendarDirectory, CalendarSaved, FreeSlots
 from shared.keys import TenantKeys
 from shared.messages import Envelope, MessageType, Reply
@@ -157,6 +158,17 @@ async def test_imported_events_leave_no_titles_attendees_or_uids_in_stored_data(
     assert TenantKeys("demo").external_busy("dr-lee") in stored
     for secret in ("Jane", "jane.doe", "Therapy", "Room 4", "evt-1", "clinic.example"):
         assert secret not in repr(stored)
+
+
+async def test_the_imported_calendar_text_is_deleted_from_the_request_stream_once_handled(
+    bus: ToolBus, redis: Redis
+) -> None:
+    day = next_weekday(2)
+    assert (await import_ics(bus, vcalendar(busy_event(at(day, 10), at(day, 11))))).error is None
+    await free_slots(bus, day)  # other requests stay in the stream as usual
+    entries = await redis.xrange(streams.CALENDAR_REQUESTS)
+    assert entries and all(b"import_ics" not in fields[streams.DATA_FIELD.encode()] for _, fields in entries)
+    assert "Jane" not in repr(entries)
 
 
 async def stored_data(redis: Redis) -> dict[str, Any]:
