@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.booking.events import Change, ChangeMeta
-from services.booking.store import LOOKBACK_S, BookingStore, Owned, ScriptResult, Stored
+from services.booking.store import LOOKBACK_S, BookingStore, Owned, Prefetched, ScriptResult, Stored
 from services.calendar import slots
 from shared.domain import Booking, BookingList, BookingOutcome, BookingStatus, Calendar
 from shared.messages import DomainError, Envelope, ErrorCode
@@ -62,28 +62,35 @@ class BookingService:
         raw = await self.store.offered_ref(envelope.tenant_id, envelope.conversation_id, ref)
         return start_of_ref(raw, calendar_id, ref, start)
 
-    async def _replayed(self, envelope: Envelope, calendar_id: str, fingerprint: str, error: DomainError) -> Change:
-        """A command whose slot no longer resolves: its stored result if it ran before (a retry
-        after success gets its answer, not an error), else the error."""
-        pre = await self.store.prefetch(envelope.tenant_id, envelope.idempotency_key, calendar_id, around=None)
-        if pre.stored is None:
-            raise error
-        return _stored_change(pre.stored, fingerprint)
+    async def _begin(
+        self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None, fingerprint: str
+    ) -> Change | tuple[datetime, Prefetched]:
+        """A write's first step: the start it names and what the store holds for it, or, for a
+        command that ran before, its stored result (also when its slot no longer resolves: a
+        retry after success gets its answer, not an error)."""
+        try:
+            wanted = await self._offered(envelope, calendar_id, ref, start)
+        except DomainError:
+            pre = await self.store.prefetch(envelope.tenant_id, envelope.idempotency_key, calendar_id, around=None)
+            if pre.stored is None:
+                raise
+            return _stored_change(pre.stored, fingerprint)
+        pre = await self.store.prefetch(
+            envelope.tenant_id, envelope.idempotency_key, calendar_id, around=slots.epoch(wanted)
+        )
+        if pre.stored is not None:
+            return _stored_change(pre.stored, fingerprint)
+        return wanted, pre
 
     async def book(self, envelope: Envelope, args: BookMeeting) -> Change:
         """Book an offered slot for the caller."""
         now_at = self.clock.now(UTC)
         now = slots.epoch(now_at)
         fingerprint = envelope.payload_fingerprint()
-        try:
-            wanted = await self._offered(envelope, args.calendar_id, args.slot_ref, args.start)
-        except DomainError as exc:
-            return await self._replayed(envelope, args.calendar_id, fingerprint, exc)
-        pre = await self.store.prefetch(
-            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(wanted)
-        )
-        if pre.stored is not None:
-            return _stored_change(pre.stored, fingerprint)
+        begun = await self._begin(envelope, args.calendar_id, args.slot_ref, args.start, fingerprint)
+        if isinstance(begun, Change):
+            return begun
+        wanted, pre = begun
         calendar = _known(pre.calendar, args.calendar_id)
         minutes = args.duration_minutes or calendar.slot_minutes
         day = self._check_bookable(calendar, wanted, minutes, pre.external, now)
@@ -168,15 +175,10 @@ class BookingService:
         now_at = self.clock.now(UTC)
         now = slots.epoch(now_at)
         fingerprint = envelope.payload_fingerprint()
-        try:
-            wanted = await self._offered(envelope, args.calendar_id, args.new_slot_ref, args.new_start)
-        except DomainError as exc:
-            return await self._replayed(envelope, args.calendar_id, fingerprint, exc)
-        pre = await self.store.prefetch(
-            envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=slots.epoch(wanted)
-        )
-        if pre.stored is not None:
-            return _stored_change(pre.stored, fingerprint)
+        begun = await self._begin(envelope, args.calendar_id, args.new_slot_ref, args.new_start, fingerprint)
+        if isinstance(begun, Change):
+            return begun
+        wanted, pre = begun
         calendar = _known(pre.calendar, args.calendar_id)
         current = await self._own_booking(envelope, args.calendar_id, args.start, now)
         old = current.booking
