@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import re
 import signal
@@ -189,6 +190,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # Ctrl-C reaches only the runner, which stops children in order
+            preexec_fn=_die_with_parent,
         )
         assert child.stdout is not None
         threading.Thread(target=_pump, args=(proc.name, child.stdout, self.quiet), daemon=True).start()
@@ -252,6 +254,16 @@ def chat_health(url: str) -> bool | None:
         return True if httpx.get(f"{url}/healthz", timeout=5).status_code == 200 else None
     except httpx.HTTPError:
         return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: on Linux the child gets SIGTERM when the runner dies, even when
+    the runner is killed outright (SIGKILL), so no worker or model server is left orphaned."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def install_local_model(stop: threading.Event) -> bool:

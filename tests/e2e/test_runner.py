@@ -80,7 +80,7 @@ async def runner(*args: str, **env: str) -> AsyncIterator[Runner]:
         yield Runner(process)
     finally:
         if process.returncode is None:
-            process.kill()
+            process.kill()  # the hardest stop: its children must not outlive it (PDEATHSIG)
             await process.wait()
 
 
@@ -137,6 +137,21 @@ async def test_the_runner_starts_workers_and_chat_says_where_and_stops_them_on_c
     assert not await answers(f"http://127.0.0.1:{chat}/healthz")
     for url in endpoints.values():
         assert not await answers(url)
+
+
+async def test_a_runner_killed_outright_takes_its_processes_with_it(redis_url: str) -> None:
+    chat = free_port()
+    args = ("--model", "none", "--no-demo", "--chat-port", str(chat), "--metrics-port", "0")
+    async with runner(*args, REDIS_URL=redis_url) as run:
+        await run.wait_for("ready: chat API", within_s=60)
+        urls = [f"http://127.0.0.1:{chat}/healthz", *metrics_endpoints(run.lines).values()]
+        for url in urls:
+            await until_answers(url)
+        run.process.kill()  # SIGKILL: the runner cannot stop anything itself
+        await run.process.wait()
+    async with asyncio.timeout(20):
+        while any([await answers(url) for url in urls]):
+            await asyncio.sleep(0.2)
 
 
 async def test_a_booking_through_the_runners_processes_moves_the_chat_and_worker_counters(
