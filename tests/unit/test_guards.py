@@ -6,7 +6,16 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from services.chat.guards import confirms, days_named, find_false_claim, find_leaks, strip_leaks, times_named
+from services.chat.guards import (
+    confirms,
+    days_named,
+    find_false_claim,
+    find_leaks,
+    invitees_confirmed,
+    proposes,
+    strip_leaks,
+    times_named,
+)
 
 SLOT = datetime(2026, 11, 30, 14, 0)
 
@@ -90,3 +99,18 @@ def test_days_are_read_as_weekdays_month_days_and_iso_dates() -> None:
 
 def test_times_are_read_in_24h_and_12h_forms() -> None:
     assert times_named("at 2pm or 14:30 or 9.15 or 10 am") == {14 * 60, 14 * 60 + 30, 9 * 60 + 15, 10 * 60}
+
+
+def test_invitees_count_as_confirmed_only_when_named_in_the_proposal_or_the_reply() -> None:
+    assert invitees_confirmed("Yes please", "Shall I book 14:00 and invite Bob@Example.com?", ["bob@example.com"])
+    assert invitees_confirmed("Yes, and invite bob@example.com", "Shall I book 14:00?", ["bob@example.com"])
+    assert not invitees_confirmed("Yes please", "Shall I book 14:00?", ["eve@example.com"])
+    assert invitees_confirmed("Yes please", "Shall I book 14:00?", [])
+
+
+def test_a_text_proposes_a_slot_when_it_names_only_its_time_and_day() -> None:
+    assert proposes("Shall I book Mon 30 Nov at 14:00?", SLOT)
+    assert proposes("Shall I book 2pm?", SLOT)
+    assert not proposes("Shall I book Tue 01 Dec at 14:00?", SLOT)
+    assert not proposes("I have 09:00 and 14:00.", SLOT)
+    assert not proposes("Which day suits you?", SLOT)
