@@ -208,3 +208,27 @@ def confirms(user_text: str, proposal_text: str, slot_local: datetime, today: da
     if named:
         return named == {slot_minutes}
     return times_named(proposal_text) == {slot_minutes}
+
+
+_BOOKING_WORDS = re.compile(
+    r"\b(appointments?|book\w*|slots?|free|availab\w*|schedul\w*|reschedul\w*|cancel\w*|mov(?:e|ed|ing)|"
+    r"calendars?|meetings?|confirm\w*|invit\w*|days?|dates?|times?|when|dr|doctor|termin\w*|buchen|frei)\b",
+    re.IGNORECASE,
+)
+_COURTESY = re.compile(
+    r"^\W*(hi|hello|hey|thanks?|thank you|cheers|bye|goodbye|ok(?:ay)?|great|perfect|no|yes|danke|hallo|tsch\w+)\b",
+    re.IGNORECASE,
+)
+
+
+def off_topic(user_text: str, reply: str, calendar_names: Iterable[str]) -> bool:
+    """True when neither the user's message nor the reply is about appointments (no booking
+    word, no calendar's name) and the message is not a greeting or thanks: the reply then
+    answers something the assistant must not answer (medical advice, weather, homework)."""
+    if _COURTESY.search(user_text):
+        return False
+    names = [n.lower() for n in calendar_names if n]
+    for text in (user_text, reply):
+        if _BOOKING_WORDS.search(text) or any(name in text.lower() for name in names):
+            return False
+    return True

@@ -51,6 +51,10 @@ REWRITE_REQUEST = (
     "and do not say anything was booked, cancelled or moved unless a tool result in this conversation said so."
 )
 UNAVAILABLE = "Sorry, I can't reach the booking assistant right now. Please try again in a minute."
+OFF_TOPIC = (
+    "I can only help with appointments here: finding a free time, booking, moving or cancelling one. "
+    "What would you like to do?"
+)
 GAVE_UP = "Sorry, I couldn't finish that just now. Could you say again what you'd like to book?"
 DIRECTORY_TTL_S = 30.0
 
@@ -84,6 +88,13 @@ class _State:
     outcomes: list[BookingOutcome] = field(default_factory=list)
     slots: list[datetime] = field(default_factory=list)
     on_activity: ActivityCallback | None = None
+    called: bool = False
+    """Whether the model called any tool in this turn."""
+
+    @property
+    def names(self) -> list[str]:
+        """The calendars' names and ids, as the user may write them."""
+        return [n for c in self.directory.calendars for n in (c.name, c.calendar_id)]
 
     def calendar(self, calendar_id: str) -> CalendarSummary | None:
         return next((c for c in self.directory.calendars if c.calendar_id == calendar_id), None)
@@ -200,6 +211,9 @@ class Assistant:
             committed = [o.status for o in state.outcomes]
             problem = guards.find_leaks(text) or guards.find_false_claim(text, committed) or not text
             if not problem:
+                if not state.called and guards.off_topic(turn.text, text, state.names):
+                    log.warning("off-topic reply replaced by the policy answer")
+                    return OFF_TOPIC
                 if not state.outcomes:
                     await self._hold_proposal(turn, state, text)
                 return text
@@ -222,6 +236,7 @@ class Assistant:
         return GAVE_UP
 
     async def _call_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> str:
+        state.called = True
         with log_context(correlation_id=call.id):
             result, outcome = await self._run_tool(turn, state, call)
         metrics.TOOL_CALLS.labels(call.function.name if call.function.name in TOOLS else "unknown", outcome).inc()

@@ -88,6 +88,13 @@ async def test_an_invitee_the_user_never_saw_named_needs_a_new_confirmation(syst
     assert booking.participants == ["eve@example.com"]
 
 
+async def test_an_off_topic_answer_is_replaced_by_the_policy_reply(system: System) -> None:
+    system.model.script(say("You can take up to 400 milligrams of ibuprofen for a headache."))
+    response = await system.say("How many milligrams of ibuprofen can I take for a headache?")
+    reply = response.json()["reply"]
+    assert reply.startswith("I can only help with appointments") and "ibuprofen" not in reply
+
+
 async def test_claiming_a_booking_without_any_tool_call_is_corrected(system: System) -> None:
     system.model.script(
         say("Done — you're booked with Dr. Lee tomorrow at 10:00!"),

@@ -12,6 +12,7 @@ from services.chat.guards import (
     find_false_claim,
     find_leaks,
     invitees_confirmed,
+    off_topic,
     proposes,
     strip_leaks,
     times_named,
@@ -114,3 +115,23 @@ def test_a_text_proposes_a_slot_when_it_names_only_its_time_and_day() -> None:
     assert not proposes("Shall I book Tue 01 Dec at 14:00?", SLOT)
     assert not proposes("I have 09:00 and 14:00.", SLOT)
     assert not proposes("Which day suits you?", SLOT)
+
+
+@pytest.mark.parametrize(
+    ("user", "reply", "expected"),
+    [
+        ("How many milligrams of ibuprofen can I take?", "You can take up to 400 milligrams.", True),
+        ("What's the weather in Berlin?", "It will be sunny and 20 degrees.", True),
+        ("Write me a poem about cats", "Cats are soft, cats are sweet...", True),
+        ("Is Dr. Lee free on Monday?", "Which time would suit you?", False),
+        ("I'd like to see Dr Patel", "Sure, which day?", False),
+        ("What's the weather?", "Sorry, I can only help with appointments.", False),
+        ("Thanks!", "You're welcome!", False),
+        ("Hello", "Hello! How can I help?", False),
+        ("Could Room 7 work for us?", "Let me look.", False),
+    ],
+)
+def test_a_reply_is_off_topic_only_when_neither_side_is_about_appointments(
+    user: str, reply: str, expected: bool
+) -> None:
+    assert off_topic(user, reply, ["Dr. Lee", "Dr. Patel", "Room 7"]) is expected
