@@ -70,17 +70,23 @@ CLAIMS: dict[str, tuple[str, ...]] = {
         r"(?:^|[.!?]\s*)booked\b",
         r"\bappointment (?:is|has been) (?:confirmed|booked|scheduled|set)\b",
         r"\bdone\b.{0,40}\bbooked\b",
+        r"\b(?:you|we)(?:'ve| have) (?:now |just )?(?:successfully )?(?:booked|scheduled|reserved)\b",
+        r"\bsuccessfully (?:booked|scheduled|reserved)\b",
         r"\bist gebucht\b",
         r"\bhabe .{0,40}gebucht\b",
     ),
     "cancelled": (
         r"\b(?:has been|is|was|i(?:'ve| have)?) (?:now |just )?cancell?ed\b",
         r"\bcancell?ation (?:is )?(?:confirmed|done)\b",
+        r"\b(?:you|we)(?:'ve| have) (?:now |just )?(?:successfully )?cancell?ed\b",
+        r"\bsuccessfully cancell?ed\b",
         r"\bist storniert\b",
     ),
     "rescheduled": (
         r"\b(?:has been|is|was|i(?:'ve| have)) (?:now )?(?:rescheduled|moved)\b",
         r"\bist verschoben\b",
+        r"\b(?:you|we)(?:'ve| have) (?:now |just )?(?:successfully )?(?:rescheduled|moved)\b",
+        r"\bsuccessfully (?:rescheduled|moved)\b",
     ),
 }
 _CLAIM_PATTERNS = {effect: re.compile("|".join(p), re.IGNORECASE) for effect, p in CLAIMS.items()}

@@ -60,6 +60,10 @@ def test_claims_are_checked_against_committed_effects() -> None:
     assert find_false_claim("Booked! See you Monday.", committed=[]) == "confirmed"
     assert find_false_claim("I cancelled it.", committed=[]) == "cancelled"
     assert find_false_claim("Which slot should be booked?", committed=[]) is None
+    assert find_false_claim("You have successfully cancelled Dr. Lee's appointment.", committed=[]) == "cancelled"
+    assert find_false_claim("You have successfully booked Dr. Lee on 27 November.", committed=[]) == "confirmed"
+    assert find_false_claim("We've moved your appointment to 11:00.", committed=[]) == "rescheduled"
+    assert find_false_claim("You can book Dr. Lee at 10:00.", committed=[]) is None
 
 
 @pytest.mark.parametrize(
