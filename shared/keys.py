@@ -73,6 +73,15 @@ class TenantKeys:
         member = `end|conversation|expires` (epoch s); see shared/holds.py."""
         return f"{self._tag}:cal:{calendar_id}:holds"
 
+    def action(self, action_id: str) -> str:
+        """Hash of one pending action (a write waiting for the user's approval): `data` (JSON),
+        `status`, `since`; see services/chat/approvals.py."""
+        return f"{self._tag}:act:{action_id}"
+
+    def pending_action(self, conversation_id: str) -> str:
+        """The id of the conversation's one pending action, while it awaits an answer."""
+        return f"{self._tag}:conv:{conversation_id}:pending"
+
     def offers(self, conversation_id: str) -> str:
         """Hash of the slots offered in one conversation: ref -> offer JSON."""
         return f"{self._tag}:conv:{conversation_id}:offers"

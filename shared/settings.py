@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     """False: after a round whose calls all committed writes, reply from the committed facts
     ("Your appointment with Dr. Lee on Mon 30 Nov at 14:00 is booked.") instead of another model
     call. Saves one round trip per booking; the runner sets it for the small local model."""
+    model_allowed_tools: bool = False
+    """True: every model call lists all tools with the same schemas and restricts what may be
+    called now with tool_choice `allowed_tools` (OpenAI and the local model server support it),
+    so the prompt's tool block never changes and a prompt cache keeps it. False (any
+    OpenAI-compatible server): each call lists only the tools that can succeed now."""
+    reply_max_tokens: int = 400
+    """Cap on each model answer (a tool call or a short reply)."""
+    pending_action_ttl_s: int = 900
+    """How long a write waits for the user's approval before it expires."""
     conversation_ttl_s: int = 7 * 24 * 3600
     max_history_turns: int = 20
 

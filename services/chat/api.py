@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from services.asyncapi import document as asyncapi_document
 from services.chat.access import ApiKeys, Caller, RateLimiter, caller
+from services.chat.actions import router as actions_router
 from services.chat.admin import router as admin_router
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 PAGE = FilePath(__file__).with_name("web") / "index.html"
 
 ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Client-chosen conversation id.")]
+UserName = Annotated[
+    str | None, Header(max_length=100, description="The user's display name, from the gateway (used for bookings).")
+]
 IdempotencyKey = Annotated[
     str | None, Header(min_length=1, max_length=200, description="Retries with one key run once.")
 ]
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.api_keys = ApiKeys(redis)
         app.state.limiter = RateLimiter(redis)
+        app.state.scope_conversation = scope_conversation
         try:
             yield
         finally:
@@ -122,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         who: Annotated[Caller, Depends(caller)],
         stream: Annotated[bool, Query(description="Answer as Server-Sent Events.")] = False,
         idempotency_key: IdempotencyKey = None,
+        x_user_name: UserName = None,
     ) -> Response:
         """Send the user's message; the assistant answers after any tool work it needs."""
         tenant, user = who.tenant_id, who.user_id
@@ -129,9 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tenant_id=tenant,
             user_id=user,
             # conversations are scoped to their user: another user's id names another conversation
-            conversation_id=f"{user}.{conversation_id}",
+            conversation_id=scope_conversation(user, conversation_id),
             text=body.text,
             request_id=request.state.request_id,
+            user_name=(x_user_name or "").strip() or None,
         )
         bind_log_context(conversation_id=turn.conversation_id, tenant_id=tenant)
         replays: ResponseCache = request.app.state.replays
@@ -173,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await extract(request.app.state.client, settings, body.text)
 
     app.include_router(admin_router)
+    app.include_router(actions_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -213,6 +221,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(PAGE, media_type="text/html")
 
     return app
+
+
+def scope_conversation(user_id: str, conversation_id: str) -> str:
+    """Conversations are scoped to their user: another user's id names another conversation."""
+    return f"{user_id}.{conversation_id}"
 
 
 async def _groups(redis: Redis, stream: str) -> list[dict[str, Any]]:

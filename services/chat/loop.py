@@ -1,62 +1,112 @@
-"""The model loop: one turn of a conversation as a bounded state machine.
+"""One turn of a conversation: the server decides from state, the model fills in.
 
-Every model answer leads to exactly one next step: run its tool calls and ask again, or check
-its text (leaks, false claims) and finish. Tool errors become tool results the model sees.
+- A turn starts from the state: the tenant's calendars, this conversation's live offers, the
+  user's upcoming bookings and any pending action (a write waiting for the user's yes).
+- With a pending action, the user's message is first read as yes / no / something else (an
+  exact short answer by rule, else a structured-output call with an enum). Yes runs the stored
+  command as it is, no declines it; both answer from facts without another model call.
+- Otherwise each model call must call a tool (`tool_choice` required, or one named tool when
+  the state leaves no choice), offered only the tools that can succeed now, their enums taken
+  from the state. The model answers in words through the `answer` tool.
+- Every tool result ends the turn with a reply built from facts (the offered times, the
+  confirmation question, the outcome, the bookings): no time the user reads comes from the
+  model. A tool error goes back to the model, which may try again (bounded rounds).
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
+import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import openai
 from openai import AsyncOpenAI, omit
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCall
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionMessageToolCall
+from pydantic import BaseModel, ValidationError
 
-from services.chat import guards
-from services.chat.calls import parse_call
+from services.chat import facts, guards
+from services.chat import tools as chat_tools
+from services.chat.approvals import Approvals, Command, PendingAction, StoredAction, expires_at, new_action_id
 from services.chat.conversations import ConversationStore, Message
 from services.chat.holds import SlotHolds
-from services.chat.prompt import system_prompt
+from services.chat.prompt import state_note, system_prompt
+from services.chat.state import ConversationState, SlotChoice, slot_label, when
 from services.chat.toolbus import ToolBus
+from services.chat.tools import (
+    Answer,
+    BookMeetingCall,
+    CancelBookingCall,
+    ChatTool,
+    FetchFreeSlotsCall,
+    RescheduleBookingCall,
+)
 from services.chat.views import error_view, model_view
 from shared import metrics
-from shared.domain import Booking, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
+from shared.domain import Booking, BookingList, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
 from shared.logs import log_context
-from shared.messages import DomainError, Envelope, ErrorCode, MessageType, ToolError
-from shared.offers import resolve_ref
-from shared.settings import Settings
-from shared.tools import TOOLS, BookMeeting, RescheduleBooking, ToolArgs, openai_tools
+from shared.messages import Envelope, ErrorCode, MessageType, Reply, ToolError
+from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking
 
 log = logging.getLogger(__name__)
 
 ActivityCallback = Callable[[str], Awaitable[None]]
-ACTIVITIES = {
-    "fetch_free_slots": "checking_availability",
-    "book_meeting": "booking",
-    "cancel_booking": "cancelling",
-    "reschedule_booking": "rescheduling",
-    "list_my_bookings": "listing_bookings",
-}
-
-REWRITE_REQUEST = (
-    "Rewrite your last reply for the user in plain sentences: no JSON, ids, codes or tool names, "
-    "and do not say anything was booked, cancelled or moved unless a tool result in this conversation said so."
-)
 UNAVAILABLE = "Sorry, I can't reach the booking assistant right now. Please try again in a minute."
 OFF_TOPIC = (
     "I can only help with appointments here: finding a free time, booking, moving or cancelling one. "
     "What would you like to do?"
 )
-GAVE_UP = "Sorry, I couldn't finish that just now. Could you say again what you'd like to book?"
+GAVE_UP = "Sorry, I couldn't finish that just now. Which calendar and day would you like me to check?"
+ASK_DAY = "Which day would you like me to check for a free time?"
 DIRECTORY_TTL_S = 30.0
+MAX_ID_CHARS = 64
+_UNCHECKED = (
+    "Free times and bookings may only come from fetch_free_slots and list_my_bookings results: "
+    "call fetch_free_slots for the day the user asked about."
+)
+CLASSIFY = (
+    "Read the user's last message as an answer to the assistant's question {question!r}. "
+    "yes: the user agrees to exactly that. no: the user does not want it. other: the user wants "
+    "something else or changed (another time, day, person, name or invitee), or asks a question."
+)
+_OBVIOUS = {
+    "yes": {
+        "yes",
+        "yes please",
+        "ok",
+        "okay",
+        "sure",
+        "yep",
+        "yeah",
+        "confirm",
+        "confirmed",
+        "go ahead",
+        "please do",
+        "ja",
+        "ja bitte",
+        "ja gerne",
+        "gerne",
+        "sí",
+        "si",
+        "sí por favor",
+        "oui",
+        "oui merci",
+        "d'accord",
+    },
+    "no": {"no", "no thanks", "no thank you", "nope", "nein", "nein danke", "non", "non merci"},
+}
+
+
+class ApprovalAnswer(BaseModel):
+    """The user's answer to a confirmation question."""
+
+    decision: Literal["yes", "no", "other"]
 
 
 @dataclass
@@ -69,6 +119,8 @@ class Turn:
     text: str
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     request_id: str | None = None
+    user_name: str | None = None
+    """The user's display name from the gateway, used when the user gives none."""
 
 
 @dataclass
@@ -77,58 +129,78 @@ class TurnResult:
     bookings: list[Booking] = field(default_factory=list)
     suggested_slots: list[datetime] = field(default_factory=list)
     effects: list[str] = field(default_factory=list)
+    pending_action: PendingAction | None = None
 
 
 @dataclass
-class _State:
+class _Progress:
     """What happened in this turn so far."""
 
-    directory: CalendarDirectory
-    proposal: str
+    state: ConversationState
+    on_activity: ActivityCallback | None = None
     outcomes: list[BookingOutcome] = field(default_factory=list)
     slots: list[datetime] = field(default_factory=list)
-    on_activity: ActivityCallback | None = None
-    called: bool = False
-    """Whether the model called any tool in this turn."""
+    pending: PendingAction | None = None
+    force: str | None = None
+    """A tool the next model call must call (the state left no choice)."""
+    forced_fetch: bool = False
 
-    @property
-    def names(self) -> list[str]:
-        """The calendars' names and ids, as the user may write them."""
-        return [n for c in self.directory.calendars for n in (c.name, c.calendar_id)]
+    async def activity(self, label: str) -> None:
+        if self.on_activity is not None:
+            await self.on_activity(label)
 
-    def calendar(self, calendar_id: str) -> CalendarSummary | None:
-        return next((c for c in self.directory.calendars if c.calendar_id == calendar_id), None)
-
-    @property
-    def zones(self) -> dict[str, str]:
-        return {c.calendar_id: c.timezone for c in self.directory.calendars}
+    def result(self, reply: str) -> TurnResult:
+        seen: dict[str, Booking] = {}
+        for o in self.outcomes:  # one booking once, as it stands last
+            seen[o.booking.booking_id] = _in_calendar_zone(o.booking, self.state)
+        return TurnResult(
+            reply=reply,
+            bookings=list(seen.values()),
+            suggested_slots=list(dict.fromkeys(self.slots)),
+            effects=[o.status for o in self.outcomes],
+            pending_action=self.pending,
+        )
 
 
 class Assistant:
-    def __init__(self, settings: Settings, client: AsyncOpenAI, bus: ToolBus, conversations: ConversationStore) -> None:
+    def __init__(self, settings: Any, client: AsyncOpenAI, bus: ToolBus, conversations: ConversationStore) -> None:
         self.settings = settings
         self.client = client
         self.bus = bus
         self.conversations = conversations
-        self.tools = openai_tools()
         self.holds = SlotHolds(bus.redis)
+        self.approvals = Approvals(bus.redis, settings.pending_action_ttl_s)
         self._directories: dict[str, tuple[float, CalendarDirectory]] = {}
+
+    # ------------------------------------------------------------------ state
 
     async def directory(self, turn: Turn) -> CalendarDirectory:
         cached = self._directories.get(turn.tenant_id)
         if cached and time.monotonic() - cached[0] < DIRECTORY_TTL_S:
             return cached[1]
-        reply = await self.bus.request(
-            self._envelope(turn, "describe_calendars", {}, f"dir-{uuid.uuid4().hex}"), self.settings.tool_timeout_s
-        )
+        reply = await self._request(turn, "describe_calendars", {}, f"dir-{uuid.uuid4().hex}")
         directory = CalendarDirectory.model_validate(reply.result or {"calendars": []})
         if reply.error is None:
             self._directories[turn.tenant_id] = (time.monotonic(), directory)
         return directory
 
-    def _envelope(self, turn: Turn, kind: MessageType, payload: dict[str, Any], call_id: str) -> Envelope:
+    async def state(self, turn: Turn) -> ConversationState:
+        """The calendars, this conversation's live offers and the user's upcoming bookings."""
+        state = ConversationState(await self.directory(turn))
+        await self._refresh_offers(turn, state)
+        listing = await self._request(
+            turn, "list_my_bookings", ListMyBookings(include_past=False).model_dump(), f"st-{uuid.uuid4().hex}"
+        )
+        if listing.error is None and listing.result is not None:
+            state.bookings = state.booking_choices(BookingList.model_validate(listing.result).bookings)
+        return state
+
+    async def _refresh_offers(self, turn: Turn, state: ConversationState) -> None:
+        state.slots = state.slot_choices(await self.holds.offers(turn.tenant_id, turn.conversation_id))
+
+    def _envelope(self, turn: Turn, kind: MessageType, payload: dict[str, Any], call_id: str, key: str) -> Envelope:
         return Envelope(
-            idempotency_key=f"{turn.conversation_id}:{turn.turn_id}:{call_id}",
+            idempotency_key=key,
             correlation_id=call_id,
             tenant_id=turn.tenant_id,
             conversation_id=turn.conversation_id,
@@ -139,219 +211,501 @@ class Assistant:
             reply_to=self.bus.reply_to,
         )
 
+    async def _request(
+        self, turn: Turn, kind: MessageType, payload: dict[str, Any], call_id: str, key: str | None = None
+    ) -> Reply:
+        call_id = _short_id(call_id)
+        envelope = self._envelope(
+            turn, kind, payload, call_id, key or f"{turn.conversation_id}:{turn.turn_id}:{call_id}"
+        )
+        return await self.bus.request(envelope, self.settings.tool_timeout_s)
+
+    # ------------------------------------------------------------------ a turn
+
     async def run(self, turn: Turn, on_activity: ActivityCallback | None = None) -> TurnResult:
         """Run one turn; `on_activity` hears which kind of tool work is under way (no data)."""
         history = await self.conversations.history(turn.tenant_id, turn.conversation_id)
-        state = _State(
-            directory=await self.directory(turn), proposal=_last_assistant_text(history), on_activity=on_activity
-        )
+        progress = _Progress(await self.state(turn), on_activity)
         new: list[Message] = [{"role": "user", "content": turn.text}]
-        system: Message = {"role": "system", "content": system_prompt(state.directory, datetime.now(UTC))}
-        reply = await self._rounds(turn, state, [system, *history], new)
+        reply: str | None = None
+        pending = await self.approvals.pending(turn.tenant_id, turn.conversation_id)
+        if pending is not None:
+            decision = await self._decide(turn, progress.state, history, pending)
+            if decision == "yes":
+                reply = await self._approve(turn, progress, pending)
+            elif decision == "no":
+                reply = await self._decline(turn, pending)
+            else:
+                await self.approvals.transition(
+                    turn.tenant_id, turn.user_id, turn.conversation_id, pending.action.action_id, "superseded"
+                )
+        if reply is None:
+            reply = await self._rounds(turn, progress, history, new)
         new.append({"role": "assistant", "content": reply})
         await self.conversations.append_turn(turn.tenant_id, turn.conversation_id, new)
-        return TurnResult(
-            reply=reply,
-            bookings=[_in_calendar_zone(o.booking, state) for o in state.outcomes],
-            suggested_slots=state.slots,
-            effects=[o.status for o in state.outcomes],
-        )
+        return progress.result(reply)
 
-    async def _rounds(self, turn: Turn, state: _State, context: list[Message], new: list[Message]) -> str:
-        asked_to_rewrite = False
-        extra: list[Message] = []
+    async def answer_action(self, turn: Turn, action_id: str, approve: bool) -> TurnResult | str:
+        """Approve or decline a pending action by its id (a button, another chat replica).
+        Returns the turn's result, or why the action cannot be answered ("missing", "expired",
+        or the status it already has)."""
+        owner = await self.approvals.owner(turn.tenant_id, action_id)
+        stored = await self.approvals.load(turn.tenant_id, action_id)
+        if owner != (turn.user_id, turn.conversation_id) or stored is None:
+            return "missing"
+        progress = _Progress(await self.state(turn))
+        if approve:
+            moved = await self.approvals.transition(
+                turn.tenant_id, turn.user_id, turn.conversation_id, action_id, "executing"
+            )
+            if moved != "ok":
+                return moved
+            reply = await self._execute(turn, progress, stored)
+        else:
+            moved = await self.approvals.transition(
+                turn.tenant_id, turn.user_id, turn.conversation_id, action_id, "declined"
+            )
+            if moved != "ok":
+                return moved
+            reply = facts.declined(stored.action)
+        said = "(The user pressed Confirm.)" if approve else "(The user pressed Change.)"
+        await self.conversations.append_turn(
+            turn.tenant_id,
+            turn.conversation_id,
+            [{"role": "user", "content": said}, {"role": "assistant", "content": reply}],
+        )
+        return progress.result(reply)
+
+    # ------------------------------------------------------------------ approvals
+
+    async def _decide(
+        self, turn: Turn, state: ConversationState, history: list[Message], pending: StoredAction
+    ) -> Literal["yes", "no", "other"]:
+        """The user's message read as an answer to the pending action's question."""
+        plain = " ".join("".join(ch for ch in turn.text.lower() if ch.isalnum() or ch in " '").split())
+        if plain in _OBVIOUS["yes"]:
+            return "yes"
+        if plain in _OBVIOUS["no"]:
+            return "no"
+        offered = chat_tools.offer(state, all_listed=True)
+        messages: list[Message] = [
+            self._system(state),
+            *history,
+            {"role": "user", "content": turn.text},
+            {"role": "system", "content": CLASSIFY.format(question=pending.action.question)},
+        ]
+        try:
+            completion = await self.client.chat.completions.parse(
+                model=self.settings.openai_model,
+                messages=cast(list[ChatCompletionMessageParam], messages),
+                response_format=ApprovalAnswer,
+                tools=offered.definitions if self.settings.model_allowed_tools else omit,
+                tool_choice="none" if self.settings.model_allowed_tools else omit,
+                temperature=self._temperature,
+                max_tokens=20,
+            )
+        except (openai.APIError, ValidationError, openai.LengthFinishReasonError) as exc:
+            log.warning("could not read the answer to a pending action: %s", exc)
+            return "other"
+        self._count(completion)
+        parsed = completion.choices[0].message.parsed if completion.choices else None
+        return parsed.decision if parsed is not None else "other"
+
+    async def _approve(self, turn: Turn, progress: _Progress, pending: StoredAction) -> str:
+        moved = await self.approvals.transition(
+            turn.tenant_id, turn.user_id, turn.conversation_id, pending.action.action_id, "executing"
+        )
+        if moved != "ok":
+            return facts.not_pending(moved)
+        return await self._execute(turn, progress, pending)
+
+    async def _decline(self, turn: Turn, pending: StoredAction) -> str:
+        moved = await self.approvals.transition(
+            turn.tenant_id, turn.user_id, turn.conversation_id, pending.action.action_id, "declined"
+        )
+        return facts.declined(pending.action) if moved == "ok" else facts.not_pending(moved)
+
+    async def _execute(self, turn: Turn, progress: _Progress, stored: StoredAction) -> str:
+        """Run the stored command as it is; the action's id is its idempotency key."""
+        action, command = stored.action, stored.command
+        await progress.activity({"book": "booking", "cancel": "cancelling", "reschedule": "rescheduling"}[action.kind])
+        reply = await self._request(
+            turn, command.tool, command.payload, f"act-{action.action_id}", key=f"action:{action.action_id}"
+        )
+        metrics.TOOL_CALLS.labels(command.tool, "ok" if reply.error is None else reply.error.code.value).inc()
+        if reply.error is not None or reply.result is None:
+            await self.approvals.finish(turn.tenant_id, action.action_id, "failed")
+            return await self._failed_write(turn, progress, action, command, reply.error)
+        await self.approvals.finish(turn.tenant_id, action.action_id, "done")
+        outcome = BookingOutcome.model_validate(reply.result)
+        progress.outcomes.append(outcome)
+        return facts.outcome(outcome, progress.state)
+
+    async def _failed_write(
+        self, turn: Turn, progress: _Progress, action: PendingAction, command: Command, error: ToolError | None
+    ) -> str:
+        what = {"book": "book it", "cancel": "cancel it", "reschedule": "move it"}[action.kind]
+        if error is not None and error.code in (ErrorCode.slot_taken, ErrorCode.offer_expired, ErrorCode.daily_limit):
+            day = (action.new_start or action.start).date()
+            calendar = progress.state.calendar(command.calendar_id)
+            lead = f"Sorry, {when(action.new_start or action.start)} is no longer free."
+            if calendar is None:
+                return lead
+            fetch = FetchFreeSlotsCall(
+                calendar_ids=[calendar.calendar_id],
+                date_from=day,
+                date_to=day,
+                duration_minutes=None,
+                timezone=None,
+                preferred_time=None,
+            )
+            listing = await self._fetch_reply(turn, progress, fetch, f"alt-{uuid.uuid4().hex[:12]}")
+            return f"{lead} {listing[1] or ''}".strip()
+        if error is not None and error.code is ErrorCode.timeout:
+            return f"Sorry, I couldn't {what} just now; nothing was changed. Please try again in a moment."
+        return f"Sorry, I couldn't {what}: {_plain(error)}"
+
+    async def _propose(
+        self, turn: Turn, progress: _Progress, action: PendingAction, command: Command, calendar: CalendarSummary
+    ) -> None:
+        if command.hold is not None and calendar.hold_seconds:
+            await self.holds.hold(turn.tenant_id, turn.conversation_id, [calendar], *command.hold)
+        await self.approvals.propose(turn.tenant_id, turn.user_id, turn.conversation_id, action, command)
+        progress.pending = action
+
+    # ------------------------------------------------------------------ model rounds
+
+    def _system(self, state: ConversationState) -> Message:
+        return {"role": "system", "content": system_prompt(state.directory, datetime.now(UTC))}
+
+    @property
+    def _temperature(self) -> float | Any:
+        return omit if self.settings.openai_temperature is None else self.settings.openai_temperature
+
+    def _count(self, completion: ChatCompletion) -> None:
+        if completion.usage is not None:
+            metrics.MODEL_TOKENS.labels("prompt").inc(completion.usage.prompt_tokens)
+            metrics.MODEL_TOKENS.labels("completion").inc(completion.usage.completion_tokens)
+
+    async def _complete(
+        self, messages: list[Message], offered: chat_tools.Offer, forced: str | None
+    ) -> ChatCompletion | None:
+        names = list(offered.allowed)
+        choice: Any
+        if forced is not None or len(names) == 1:
+            choice = {"type": "function", "function": {"name": forced or names[0]}}
+        elif self.settings.model_allowed_tools:
+            listed = [{"type": "function", "function": {"name": n}} for n in names]
+            choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": listed}}
+        else:
+            choice = "required"
+        started = time.perf_counter()
+        try:
+            completion = await self.client.chat.completions.create(
+                model=self.settings.openai_model,
+                messages=cast(list[ChatCompletionMessageParam], messages),
+                tools=offered.definitions,
+                tool_choice=choice,
+                parallel_tool_calls=False,
+                temperature=self._temperature,
+                max_tokens=self.settings.reply_max_tokens,
+            )
+        except openai.APIError as exc:
+            log.error("model call failed: %s", exc)
+            return None
+        finally:
+            metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
+        self._count(completion)
+        return completion if completion.choices else None
+
+    async def _rounds(self, turn: Turn, progress: _Progress, history: list[Message], new: list[Message]) -> str:
+        state = progress.state
+        context = [self._system(state), *history]
         for _ in range(self.settings.max_model_rounds):
-            try:
-                started = time.perf_counter()
-                completion = await self.client.chat.completions.create(
-                    model=self.settings.openai_model,
-                    messages=cast(list[ChatCompletionMessageParam], [*context, *new, *extra]),
-                    tools=self.tools,
-                    tool_choice="auto",
-                    temperature=omit if self.settings.openai_temperature is None else self.settings.openai_temperature,
-                )
-            except openai.APIError as exc:
-                log.error("model call failed: %s", exc)
-                return UNAVAILABLE
-            finally:
-                metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
-            if completion.usage is not None:
-                metrics.MODEL_TOKENS.labels("prompt").inc(completion.usage.prompt_tokens)
-                metrics.MODEL_TOKENS.labels("completion").inc(completion.usage.completion_tokens)
-            if not completion.choices:
-                log.error("model returned no choices")
+            offered = chat_tools.offer(state, all_listed=self.settings.model_allowed_tools, only=progress.force)
+            if not offered.allowed:
+                return GAVE_UP
+            note: Message = {"role": "system", "content": state_note(state, turn.user_name)}
+            completion = await self._complete([*context, *new, note], offered, progress.force)
+            progress.force = None
+            if completion is None:
                 return UNAVAILABLE
             message = completion.choices[0].message
             calls = [c for c in (message.tool_calls or []) if isinstance(c, ChatCompletionMessageToolCall)]
-            if calls:
-                new.append(
-                    {
-                        "role": "assistant",
-                        "content": message.content or None,
-                        "tool_calls": [
-                            {
-                                "id": c.id,
-                                "type": "function",
-                                "function": {"name": c.function.name, "arguments": c.function.arguments},
-                            }
-                            for c in calls
-                        ],
-                    }
-                )
-                done_before = len(state.outcomes)
-                results = await asyncio.gather(*(self._call_tool(turn, state, c) for c in calls))
-                new.extend(
-                    {"role": "tool", "tool_call_id": c.id, "content": r} for c, r in zip(calls, results, strict=True)
-                )
-                if not self.settings.write_reply_from_model and len(state.outcomes) - done_before == len(calls):
-                    # every call was a write and each committed: say so from the facts, no model round trip
-                    return " ".join(_describe(o, state) for o in state.outcomes[done_before:])
+            if not calls:  # a server that ignored tool_choice: its text is an answer
+                text = (message.content or "").strip()
+                if not text:
+                    continue
+                final = await self._answer(progress, Answer(topic="appointments", message=text[:600]))
+                if final is not None:
+                    return final
                 continue
-            text = (message.content or "").strip()
-            committed = [o.status for o in state.outcomes]
-            problem = guards.find_leaks(text) or guards.find_false_claim(text, committed) or not text
-            if not problem:
-                if not state.called and guards.off_topic(turn.text, text, state.names):
-                    log.warning("off-topic reply replaced by the policy answer")
-                    return OFF_TOPIC
-                if not state.outcomes:
-                    await self._hold_proposal(turn, state, text)
-                return text
-            if not asked_to_rewrite:
-                asked_to_rewrite = True
-                log.warning("reply failed the guards (%s); asking the model to rewrite", problem)
-                extra = [{"role": "assistant", "content": text}, {"role": "user", "content": REWRITE_REQUEST}]
-                continue
-            return self._safe_reply(text, state)
-        return self._safe_reply("", state)
-
-    def _safe_reply(self, text: str, state: _State) -> str:
-        """Last resort: the text without leaks, or a plain statement built from what happened."""
-        cleaned = guards.strip_leaks(text)
-        committed = [o.status for o in state.outcomes]
-        if cleaned and not guards.find_false_claim(cleaned, committed) and len(cleaned) >= 12:
-            return cleaned
-        if state.outcomes:
-            return " ".join(_describe(o, state) for o in state.outcomes)
+            call = calls[0]
+            parsed = chat_tools.parse(offered, call.function.name, call.function.arguments)
+            if isinstance(parsed, Answer):
+                final = await self._answer(progress, parsed)
+                metrics.TOOL_CALLS.labels("answer", "ok" if final is not None else "unchecked").inc()
+                if final is not None:
+                    return final
+            new.append(_assistant_calls(calls))
+            with log_context(correlation_id=_short_id(call.id)):
+                result, final = await self._call(turn, progress, call, parsed)
+            new.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            for extra in calls[1:]:
+                new.append({"role": "tool", "tool_call_id": extra.id, "content": error_view(_ONE_AT_A_TIME)})
+            if final is not None:
+                return final
+        if progress.outcomes:
+            return " ".join(facts.outcome(o, state) for o in progress.outcomes)
         return GAVE_UP
 
-    async def _call_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> str:
-        state.called = True
-        with log_context(correlation_id=call.id):
-            result, outcome = await self._run_tool(turn, state, call)
-        metrics.TOOL_CALLS.labels(call.function.name if call.function.name in TOOLS else "unknown", outcome).inc()
-        return result
+    async def _answer(self, progress: _Progress, answer: Answer) -> str | None:
+        """The model's words, checked: off-topic gets the policy answer, a claim of an effect
+        the reply from facts, and a time no tool offered sends the model to fetch_free_slots
+        once (None), then a plain question."""
+        if answer.topic == "other":
+            return OFF_TOPIC
+        text = guards.strip_leaks(answer.message)
+        if not text or guards.find_false_claim(text, [o.status for o in progress.outcomes]):
+            return GAVE_UP
+        offered = {s.start.hour * 60 + s.start.minute for s in progress.state.slots}
+        if guards.times_named(text) - offered:
+            if progress.forced_fetch or not progress.state.calendar_ids:
+                return ASK_DAY
+            progress.forced_fetch = True
+            progress.force = "fetch_free_slots"
+            return None
+        return text
 
-    async def _run_tool(self, turn: Turn, state: _State, call: ChatCompletionMessageToolCall) -> tuple[str, str]:
-        """The tool result for the model, and the outcome for metrics ("ok" or an error code)."""
-        parsed = parse_call(call.function.name, call.function.arguments)
+    async def _call(
+        self, turn: Turn, progress: _Progress, call: ChatCompletionMessageToolCall, parsed: object
+    ) -> tuple[str, str | None]:
+        """Run one validated call: the tool result for the model, and the reply if it ends the turn."""
+        name = call.function.name
         if isinstance(parsed, ToolError):
-            return _error(parsed)
-        spec, args = parsed.spec, parsed.args
-        try:
-            args = await self._resolve_slot_ref(turn, args)
-        except DomainError as exc:
-            return _error(exc.error)
-        refusal = await self._confirmation_gate(turn, state, call.function.name, args.model_dump())
-        if refusal is not None:
-            return _error(refusal)
-        if state.on_activity is not None:
-            await state.on_activity(ACTIVITIES.get(spec.name, "working"))
-        envelope = self._envelope(turn, spec.name, args.model_dump(mode="json"), call.id)
-        reply = await self.bus.request(envelope, self.settings.tool_timeout_s)
-        if reply.error is None and reply.result is not None:
-            if spec.name == "fetch_free_slots":
-                state.slots.extend(s.start for s in FreeSlots.model_validate(reply.result).slots)
-            elif spec.writes:
-                outcome = BookingOutcome.model_validate(reply.result)
-                state.outcomes.append(outcome)
-        return model_view(reply, state.zones), "ok" if reply.error is None else reply.error.code.value
+            metrics.TOOL_CALLS.labels(name if name in chat_tools.BY_NAME else "unknown", parsed.code.value).inc()
+            return error_view(parsed), None
+        if isinstance(parsed, Answer):  # its text named a time nobody offered
+            return error_view(ToolError(code=ErrorCode.invalid_arguments, message=_UNCHECKED)), None
+        tool = chat_tools.BY_NAME[name]
+        await progress.activity(tool.activity)
+        match parsed:
+            case FetchFreeSlotsCall():
+                return await self._fetch_reply(turn, progress, parsed, call.id)
+            case ListMyBookings():
+                reply = await self._request(turn, "list_my_bookings", parsed.model_dump(), call.id)
+                metrics.TOOL_CALLS.labels(name, _outcome(reply)).inc()
+                if reply.error is not None or reply.result is None:
+                    return model_view(reply, progress.state.zones), None
+                listing = BookingList.model_validate(reply.result)
+                choices = progress.state.booking_choices(listing.bookings)
+                return model_view(reply, progress.state.zones), facts.bookings(choices)
+            case BookMeetingCall() | CancelBookingCall() | RescheduleBookingCall():
+                return await self._write(turn, progress, tool, parsed, call.id)
+        return error_view(ToolError(code=ErrorCode.unknown_tool, message=f"{name} is not available.")), None
 
-    async def _resolve_slot_ref(self, turn: Turn, args: ToolArgs) -> ToolArgs:
-        """A write naming its slot by reference, with the reference's start filled in, so the
-        confirmation gate checks the very slot (the worker checks the pair again)."""
-        match args:
-            case BookMeeting(slot_ref=str(ref)):
-                start = await resolve_ref(
-                    self.bus.redis, turn.tenant_id, turn.conversation_id, args.calendar_id, ref, args.start
-                )
-                return args.model_copy(update={"start": start})
-            case RescheduleBooking(new_slot_ref=str(ref)):
-                start = await resolve_ref(
-                    self.bus.redis, turn.tenant_id, turn.conversation_id, args.calendar_id, ref, args.new_start
-                )
-                return args.model_copy(update={"new_start": start})
-        return args
+    async def _fetch_reply(
+        self, turn: Turn, progress: _Progress, call: FetchFreeSlotsCall, call_id: str
+    ) -> tuple[str, str | None]:
+        state = progress.state
+        reply = await self._request(turn, "fetch_free_slots", call.command().model_dump(mode="json"), call_id)
+        metrics.TOOL_CALLS.labels("fetch_free_slots", _outcome(reply)).inc()
+        if reply.error is not None or reply.result is None:
+            return model_view(reply, state.zones), None
+        result = FreeSlots.model_validate(reply.result)
+        calendars = tuple(c for c in (state.calendar(i) for i in call.calendar_ids) if c is not None)
+        await self._refresh_offers(turn, state)
+        progress.slots.extend(s.start for s in result.slots)
+        view = _free_view(result, calendars)
+        names = " and ".join(c.name for c in calendars) or "The calendar"
+        zone = ZoneInfo(calendars[0].timezone) if calendars else ZoneInfo("UTC")
+        listing = facts.free_times(names, result, zone)
+        if call.preferred_time is None or not calendars:
+            return view, listing
+        wanted = next((s for s in result.slots if f"{s.start:%H:%M}" == call.preferred_time), None)
+        if wanted is None:
+            return view, facts.preferred_taken(names, call.preferred_time, listing)
+        choice = state.slot(slot_label(calendars, wanted.start))
+        name = turn.user_name
+        if choice is None or not calendars[0].require_confirmation or not name:
+            ask = "Shall I book it for you?" if name else "Shall I book it? Please tell me the name for the booking."
+            return view, facts.preferred_free(names, wanted.start, zone, ask)
+        action, command = self._book_action(choice, name, [])
+        await self._propose(turn, progress, action, command, calendars[0])
+        return view, facts.preferred_free(names, wanted.start, zone, action.question)
 
-    async def _hold_proposal(self, turn: Turn, state: _State, text: str) -> None:
-        """When the reply proposes exactly one slot offered in this conversation, hold it for
-        this conversation while the user decides (only on calendars that hold slots)."""
-        holding = {c.calendar_id: c for c in state.directory.calendars if c.hold_seconds}
-        if not holding or len(guards.times_named(text)) != 1:
-            return
-        now = datetime.now(UTC)
-        proposed = []
-        for offer in await self.holds.offers(turn.tenant_id, turn.conversation_id):
-            calendars = [holding[c] for c in offer.calendar_ids if c in holding]
-            if calendars:
-                zone = ZoneInfo(calendars[0].timezone)
-                if guards.proposes(text, datetime.fromtimestamp(offer.start, zone), now.astimezone(zone).date()):
-                    proposed.append((offer, calendars))
-        if len(proposed) == 1:
-            offer, calendars = proposed[0]
-            await self.holds.hold(turn.tenant_id, turn.conversation_id, calendars, offer.start, offer.duration_s)
-
-    async def _confirmation_gate(self, turn: Turn, state: _State, name: str, args: dict[str, Any]) -> ToolError | None:
-        """Server-side rule: with require_confirmation, a write runs only when the user's latest
-        message confirms this very slot and these invitees. The slot it waits for is held (if the
-        calendar holds slots)."""
-        if name not in ("book_meeting", "reschedule_booking"):
-            return None
-        calendar = state.calendar(str(args["calendar_id"]))
-        if calendar is None or not calendar.require_confirmation:
-            return None  # unknown calendars are refused by the worker with a typed error
-        start: datetime = args["new_start"] if name == "reschedule_booking" else args["start"]
-        local = start.astimezone(ZoneInfo(calendar.timezone))
-        invitees = [str(p) for p in args.get("participants", ())]
-        if guards.confirms(
-            turn.text, state.proposal, local, today=datetime.now(local.tzinfo).date()
-        ) and guards.invitees_confirmed(turn.text, state.proposal, invitees):
-            return None
-        minutes = args.get("duration_minutes") or calendar.slot_minutes
-        await self.holds.hold(turn.tenant_id, turn.conversation_id, [calendar], int(start.timestamp()), minutes * 60)
-        what, inviting = (" and these invitees", f" and invite {', '.join(invitees)}") if invitees else ("", "")
-        return ToolError(
-            code=ErrorCode.needs_confirmation,
-            message=f"Nothing was booked: the user has not confirmed this slot{what} yet. Ask them: "
-            f'"Shall I book {calendar.name} on {local:%a %d %b at %H:%M}{inviting}?"',
+    def _book_action(self, choice: SlotChoice, name: str, participants: list[str]) -> tuple[PendingAction, Command]:
+        calendar = choice.calendars[0]
+        payload = BookMeeting(
+            calendar_id=calendar.calendar_id,
+            slot_ref=choice.offer.ref,
+            start=None,
+            duration_minutes=choice.offer.duration_s // 60,
+            attendee_name=name,
+            participants=participants,
         )
+        action = PendingAction(
+            action_id=new_action_id(),
+            kind="book",
+            calendar_name=choice.calendar_names,
+            start=choice.start,
+            attendee_name=name,
+            participants=participants,
+            question=facts.question(
+                "book", choice.calendar_names, choice.start, attendee=name, participants=participants
+            ),
+            expires_at=expires_at(datetime.now(UTC), self.settings.pending_action_ttl_s),
+        )
+        command = Command(
+            tool="book_meeting",
+            payload=json.loads(payload.model_dump_json()),
+            calendar_id=calendar.calendar_id,
+            hold=(choice.offer.start, choice.offer.duration_s),
+        )
+        return action, command
+
+    async def _write(
+        self, turn: Turn, progress: _Progress, tool: ChatTool, call: object, call_id: str
+    ) -> tuple[str, str | None]:
+        """A write the model asked for: stored as a pending action when it needs the user's
+        approval (the reply is the question), else run now (the reply is the outcome)."""
+        state = progress.state
+        match call:
+            case BookMeetingCall():
+                choice = state.slot(call.slot)
+                name = call.attendee_name or turn.user_name
+                if choice is None:
+                    return error_view(_NOT_OFFERED), None
+                if not name:
+                    return error_view(_NO_NAME), None
+                action, command = self._book_action(choice, name, [str(p) for p in call.participants])
+                calendar = choice.calendars[0]
+            case CancelBookingCall():
+                booking = state.booking(call.booking)
+                if booking is None or booking.calendar is None:
+                    return error_view(_NOT_YOURS), None
+                calendar = booking.calendar
+                action = PendingAction(
+                    action_id=new_action_id(),
+                    kind="cancel",
+                    calendar_name=calendar.name,
+                    start=booking.start,
+                    attendee_name=booking.booking.attendee_name,
+                    question=facts.question("cancel", calendar.name, booking.start),
+                    expires_at=expires_at(datetime.now(UTC), self.settings.pending_action_ttl_s),
+                )
+                payload: BaseModel = CancelBooking(calendar_id=calendar.calendar_id, start=booking.booking.start)
+                command = Command(
+                    tool="cancel_booking",
+                    payload=json.loads(payload.model_dump_json()),
+                    calendar_id=calendar.calendar_id,
+                )
+            case RescheduleBookingCall():
+                booking, choice = state.booking(call.booking), state.slot(call.new_slot)
+                if booking is None or booking.calendar is None:
+                    return error_view(_NOT_YOURS), None
+                if choice is None or choice.calendars[0].calendar_id != booking.booking.calendar_id:
+                    return error_view(_OTHER_CALENDAR), None
+                calendar = booking.calendar
+                action = PendingAction(
+                    action_id=new_action_id(),
+                    kind="reschedule",
+                    calendar_name=calendar.name,
+                    start=booking.start,
+                    new_start=choice.start,
+                    attendee_name=booking.booking.attendee_name,
+                    question=facts.question("reschedule", calendar.name, booking.start, new_start=choice.start),
+                    expires_at=expires_at(datetime.now(UTC), self.settings.pending_action_ttl_s),
+                )
+                payload = RescheduleBooking(
+                    calendar_id=calendar.calendar_id,
+                    start=booking.booking.start,
+                    new_slot_ref=choice.offer.ref,
+                    new_start=None,
+                )
+                command = Command(
+                    tool="reschedule_booking",
+                    payload=json.loads(payload.model_dump_json()),
+                    calendar_id=calendar.calendar_id,
+                    hold=(choice.offer.start, choice.offer.duration_s),
+                )
+            case _:
+                return error_view(ToolError(code=ErrorCode.unknown_tool, message="Not a write.")), None
+        if tool.approval == "always" or (tool.approval == "calendar" and calendar.require_confirmation):
+            await self._propose(turn, progress, action, command, calendar)
+            metrics.TOOL_CALLS.labels(tool.name, "awaiting_approval").inc()
+            return json.dumps({"status": "waiting for the user's confirmation"}), action.question
+        reply = await self._request(turn, command.tool, command.payload, call_id)
+        metrics.TOOL_CALLS.labels(tool.name, _outcome(reply)).inc()
+        if reply.error is not None or reply.result is None:
+            return model_view(reply, state.zones), None
+        outcome = BookingOutcome.model_validate(reply.result)
+        progress.outcomes.append(outcome)
+        return model_view(reply, state.zones), facts.outcome(outcome, state)
 
 
-def _describe(outcome: BookingOutcome, state: _State) -> str:
-    b = outcome.booking
-    calendar = state.calendar(b.calendar_id)
-    name = calendar.name if calendar else "your calendar"
-    local = b.start.astimezone(ZoneInfo(calendar.timezone)) if calendar else b.start
-    when = f"{local:%a %d %b at %H:%M}"
+_ONE_AT_A_TIME = ToolError(
+    code=ErrorCode.invalid_arguments, message="Only one tool call at a time; this one was not run."
+)
+_NOT_OFFERED = ToolError(code=ErrorCode.slot_not_offered, message="That slot was not offered; call fetch_free_slots.")
+_NO_NAME = ToolError(
+    code=ErrorCode.invalid_arguments,
+    message="attendee_name is missing: ask the user for the name the booking should be under (answer).",
+)
+_NOT_YOURS = ToolError(code=ErrorCode.not_found, message="That is not one of the user's bookings.")
+_OTHER_CALENDAR = ToolError(
+    code=ErrorCode.slot_not_offered, message="Move a booking only to a slot offered for its own calendar."
+)
+
+
+def _assistant_calls(calls: list[ChatCompletionMessageToolCall]) -> Message:
     return {
-        "confirmed": f"Your appointment with {name} on {when} is booked.",
-        "cancelled": f"Your appointment with {name} on {when} is cancelled.",
-        "rescheduled": f"Your appointment with {name} is moved to {when}.",
-    }[outcome.status]
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in calls
+        ],
+    }
 
 
-def _error(error: ToolError) -> tuple[str, str]:
-    return error_view(error), error.code.value
+def _free_view(result: FreeSlots, calendars: tuple[CalendarSummary, ...]) -> str:
+    """The fetch result as the model sees it: slots by the labels book_meeting takes."""
+    if not calendars:
+        return json.dumps({"free": []})
+    view: dict[str, Any] = {"free": [slot_label(calendars, s.start) for s in result.slots]}
+    if result.more_available:
+        view["more_available"] = True
+    if result.reason is not None:
+        view["reason"] = result.reason.value
+    if result.next_available is not None:
+        view["next_available"] = slot_label(calendars, result.next_available.start)
+    return json.dumps(view)
 
 
-def _in_calendar_zone(booking: Booking, state: _State) -> Booking:
+def _outcome(reply: Reply) -> str:
+    return "ok" if reply.error is None else reply.error.code.value
+
+
+def _plain(error: ToolError | None) -> str:
+    """A worker's error as a sentence for the user (its message is written for the model)."""
+    if error is None:
+        return "the booking system gave no answer; nothing was changed."
+    return {
+        ErrorCode.not_found: "I could not find that booking.",
+        ErrorCode.invalid_time: "that time can no longer be changed.",
+        ErrorCode.outside_hours: "that time is not bookable.",
+    }.get(error.code, "nothing was changed. Please try again.")
+
+
+def _short_id(call_id: str) -> str:
+    """A tool-call id as it may travel in an envelope: long ones are replaced by a digest."""
+    if len(call_id) <= MAX_ID_CHARS:
+        return call_id
+    return "h-" + hashlib.sha256(call_id.encode()).hexdigest()[:40]
+
+
+def _in_calendar_zone(booking: Booking, state: ConversationState) -> Booking:
     """The same instants, written with the calendar's UTC offset (stored in UTC, spoken locally)."""
     zone = ZoneInfo(state.zones.get(booking.calendar_id, "UTC"))
     return booking.model_copy(update={"start": booking.start.astimezone(zone), "end": booking.end.astimezone(zone)})
-
-
-def _last_assistant_text(history: list[Message]) -> str:
-    for message in reversed(history):
-        if message.get("role") == "assistant" and isinstance(message.get("content"), str):
-            return str(message["content"])
-    return ""

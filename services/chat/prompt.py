@@ -4,10 +4,8 @@ Laid out for prefix caching and for small models:
 - the policy text comes first and never changes; the calendars follow (they change only when an
   operator edits them); the dates come last and change once a day (no clock time, which would
   change the prompt every minute and make a local model evaluate it again each time);
-- the steps of a booking as conditions ("You got the fetch_free_slots result: ..."), which a 1.5B
-  model follows and a large model reads as plain instructions; no example of an availability
-  answer (the small model then answered from the example instead of calling the tool), and
-  examples without a weekday (it copied the example's weekday onto other dates);
+- the policy says which tool fits which request: every model call must call one (the server
+  writes the replies that state facts), so the model only picks the tool and fills its enums;
 - the next days written out with their weekdays and ISO dates, so "on Friday" becomes a date
   without the model doing calendar arithmetic.
 """
@@ -17,22 +15,19 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from services.chat.state import ConversationState
 from shared.domain import WEEKDAYS, CalendarDirectory, CalendarSummary, TimeRange
 
-POLICY = """You are a booking assistant for the calendars below. You do not know anyone's free times until \
-fetch_free_slots tells you.
-Steps of a booking:
-1. The user asks when someone is free: call fetch_free_slots for that calendar and day.
-2. You got the fetch_free_slots result: write its day and first times (a slot "s1": "2026-03-03T09:30+01:00" is \
-3 March at 09:30), then ask which time suits the user.
-3. The user picks a time, or a tool result says needs_confirmation: do not book yet. Ask like "Shall I book \
-Dr. Lee on 3 March at 09:30 for you?"
-4. The user says yes: reply with only a book_meeting tool call (slot_ref: the chosen slot's ref like "s1", \
-the user's name). Only its result books; never say booked before it.
-Always answer the user directly ("you") in one or two short sentences; tool messages are for you, never repeat \
-them. Never write JSON, ids, refs, codes or tool names. Never say something is \
-booked, cancelled or moved unless a tool result said so. If the user asks about anything other than appointments, \
-say politely that you can only help with appointments."""
+POLICY = """You are a booking assistant for the calendars below. Every reply of yours is one tool call:
+- fetch_free_slots: the user wants an appointment or asks about a day or time. Give the calendar, the days \
+(a date range for "next week") and the time the user asked for as preferred_time.
+- book_meeting: the user picks one of the free slots a fetch_free_slots result listed (slot: exactly as \
+listed; attendee_name: the name the user gave, else null; participants: e-mails to invite).
+- list_my_bookings: the user asks which appointments they have.
+- cancel_booking / reschedule_booking: the user wants to cancel or move one of their bookings (listed under \
+"The user's bookings"); a move goes to a free slot of a fetch_free_slots result.
+- answer: anything else: a greeting, thanks, a question back, or a request that is not about appointments \
+(topic other). Never state free times or bookings in answer: you do not know them."""
 
 DAYS_AHEAD = 8
 
@@ -78,3 +73,17 @@ def system_prompt(directory: CalendarDirectory, now: datetime) -> str:
     today = now.astimezone(ZoneInfo(zone)).date()
     lines += ["", f"Today is {today:%A %d %B %Y} ({zone}).", f"Dates: {_days(today)}."]
     return "\n".join(lines)
+
+
+def state_note(state: ConversationState, user_name: str | None) -> str:
+    """What the server knows now that the model needs to fill a call: the user's bookings (by
+    the labels cancel_booking and reschedule_booking take) and the user's name if known. Sent
+    after the conversation, so that the long stable prefix stays cached."""
+    if state.bookings:
+        listed = "; ".join(b.label for b in state.bookings)
+        text = f"The user's bookings: {listed}."
+    else:
+        text = "The user has no upcoming bookings."
+    if user_name:
+        text += f" The user's name: {user_name}."
+    return text

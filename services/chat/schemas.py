@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from services.chat.approvals import PendingAction
 from services.chat.loop import TurnResult
 from shared.domain import Booking
 
@@ -22,7 +23,17 @@ class ChatResponse(BaseModel):
     reply: str
     bookings: list[Booking] = Field(description="Bookings created, moved or cancelled in this turn.")
     suggested_slots: list[datetime] = Field(description="Free slots offered in this turn, in the calendar's zone.")
+    pending_action: PendingAction | None = Field(
+        default=None,
+        description="A write waiting for the user's yes: approve or decline it by its action_id "
+        "(POST .../actions/{action_id}/approve or /decline), or answer the question in a message.",
+    )
 
     @classmethod
     def of(cls, result: TurnResult) -> ChatResponse:
-        return cls(reply=result.reply, bookings=result.bookings, suggested_slots=result.suggested_slots)
+        return cls(
+            reply=result.reply,
+            bookings=result.bookings,
+            suggested_slots=result.suggested_slots,
+            pending_action=result.pending_action,
+        )

@@ -21,7 +21,7 @@ from typing import Any
 
 from services.model import llamacpp
 from services.model.prompt import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from services.model.schemas import Tool, ToolChoice
+from services.model.schemas import AllowedToolsChoice, Tool, ToolChoice
 
 TEXT_RULE = r"[^<{`\x00-\x20] [^<]*"
 
@@ -53,7 +53,8 @@ class Plan:
 
 
 def plan(tools: Sequence[Tool], choice: ToolChoice | None) -> Plan:
-    """Apply OpenAI's tool_choice rules: auto (default with tools), none, required, named."""
+    """Apply OpenAI's tool_choice rules: auto (default with tools), none, required, named,
+    allowed_tools (a subset, auto or required)."""
     if not tools:
         if choice not in (None, "none", "auto"):
             raise GrammarError("tool_choice requires tools")
@@ -64,6 +65,12 @@ def plan(tools: Sequence[Tool], choice: ToolChoice | None) -> Plan:
         return Plan((), True)
     if choice == "required":
         return Plan(tuple(tools), False)
+    if isinstance(choice, AllowedToolsChoice):
+        wanted = {t.function.name for t in choice.allowed_tools.tools}
+        unknown = wanted - {t.function.name for t in tools}
+        if unknown:
+            raise GrammarError(f"allowed_tools names unknown functions: {sorted(unknown)!r}")
+        return Plan(tuple(t for t in tools if t.function.name in wanted), choice.allowed_tools.mode == "auto")
     named = [t for t in tools if t.function.name == choice.function.name]
     if not named:
         raise GrammarError(f"tool_choice names an unknown function: {choice.function.name!r}")

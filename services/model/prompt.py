@@ -47,7 +47,7 @@ def render_tool_call(name: str, arguments: Any) -> str:
 
 
 _SUBSCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
-_DATA_KEYWORDS = frozenset({"default", "examples", "const", "enum"})
+_DATA_KEYWORDS = frozenset({"default", "examples", "const"})
 # Constraints that the grammar holds every call to (grammar.build), so listing them in the
 # prompt only costs tokens: about a third of the tool schemas of the booking tools.
 _ENFORCED = frozenset(
@@ -64,6 +64,10 @@ _ENFORCED = frozenset(
         "multipleOf",
         "uniqueItems",
         "required",
+        # enums too: a caller that narrows them to the state of the moment (the calendars, the
+        # offered slots) would otherwise change the prompt's tool block, and so the cached
+        # prefix, at every call; the grammar holds each value to the enum all the same
+        "enum",
     }
 )
 
@@ -119,11 +123,8 @@ def _arguments(call: ToolCall) -> Any:
         raise PromptError(f"tool call {call.id} has arguments that are not valid JSON: {exc.msg}") from exc
 
 
-def _system_text(messages: Sequence[Message], json_schema: dict[str, Any] | None) -> str:
-    text = messages[0].text() if messages[0].role in ("system", "developer") else DEFAULT_SYSTEM
-    if json_schema is not None:
-        text += _JSON_INSTRUCTION + dumps(json_schema)
-    return text
+def _system_text(messages: Sequence[Message]) -> str:
+    return messages[0].text() if messages[0].role in ("system", "developer") else DEFAULT_SYSTEM
 
 
 def render(
@@ -135,7 +136,7 @@ def render(
     """The full prompt, ending with the open assistant turn the model continues."""
     if not messages:
         raise PromptError("no messages")
-    out: list[str] = ["<|im_start|>system\n", _system_text(messages, json_schema)]
+    out: list[str] = ["<|im_start|>system\n", _system_text(messages)]
     if tools:
         out.append(_TOOLS_INTRO)
         for tool in tools:
@@ -167,5 +168,8 @@ def render(
             following = messages[i + 1].role if i + 1 < len(messages) else None
             if following not in ("tool", "function"):
                 out.append("<|im_end|>\n")
+    if json_schema is not None:
+        # last, not in the first system turn: the conversation before it stays a cached prefix
+        out.append(f"<|im_start|>system{_JSON_INSTRUCTION}{dumps(json_schema)}<|im_end|>\n")
     out.append("<|im_start|>assistant\n")
     return "".join(out)

@@ -79,7 +79,20 @@ class NamedToolChoice(_Lenient):
     function: NamedFunction
 
 
-ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+class AllowedTools(_Lenient):
+    mode: Literal["auto", "required"]
+    tools: list[NamedToolChoice] = Field(min_length=1)
+
+
+class AllowedToolsChoice(_Lenient):
+    """OpenAI's `allowed_tools`: the request lists every tool (so the prompt stays the same from
+    call to call) and this names the ones that may be called now."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice | AllowedToolsChoice
 
 
 class JsonSchemaFormat(_Lenient):

@@ -1,63 +1,88 @@
-"""Scripted-model building blocks shared by the end-to-end tests."""
+"""Scripted-model building blocks shared by the end-to-end tests: the calls a correct model
+makes under the server-driven protocol (slots and bookings named by the labels the state offers)."""
 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from shared.domain import Booking
 from shared.keys import TenantKeys
 from tests.conftest import System
-from tests.support.scripted_model import Step, call, last_tool_result
+from tests.support.scripted_model import Step, call
 
 
-def fetch(day: date, calendar: str = "dr-lee") -> Step:
+def fetch(
+    day: date, calendar: str | list[str] = "dr-lee", *, preferred: str | None = None, to: date | None = None
+) -> Step:
     return call(
         "fetch_free_slots",
         {
-            "calendar_ids": [calendar],
+            "calendar_ids": [calendar] if isinstance(calendar, str) else calendar,
             "date_from": day.isoformat(),
-            "date_to": day.isoformat(),
+            "date_to": (to or day).isoformat(),
             "duration_minutes": None,
             "timezone": None,
+            "preferred_time": preferred,
         },
     )
 
 
-class Offer:
-    """Remembers the slot the scripted model proposed, so later steps can book it."""
+def answer(text: str, topic: str = "appointments") -> Step:
+    return call("answer", {"topic": topic, "message": text})
 
-    def __init__(self, index: int = 0) -> None:
-        self.index = index
-        self.ref = ""
-        self.start = ""
 
-    def propose(self, req: dict[str, Any]) -> dict[str, Any]:
-        self.ref, self.start = list(last_tool_result(req)["slots"].items())[self.index]
-        local = datetime.fromisoformat(self.start)
-        return {
-            "role": "assistant",
-            "content": f"Dr. Lee is free on {local:%a %d %b} at {local:%H:%M}. Shall I book it?",
-        }
+def offered_labels(req: dict[str, Any]) -> list[str]:
+    """The slot labels of every fetch result the model was sent, oldest first."""
+    labels: list[str] = []
+    for m in req["messages"]:
+        if m["role"] == "tool":
+            body = json.loads(m["content"])
+            labels += body.get("free", [])
+    return labels
 
-    @property
-    def hhmm(self) -> str:
-        return f"{datetime.fromisoformat(self.start):%H:%M}"
 
-    def book(self, name: str = "Alice Smith", start: str | None = None, *, by_ref: bool = False) -> Step:
-        """book_meeting for the proposed slot (or `start`), naming it by its start or its ref."""
-        return call(
-            "book_meeting",
-            lambda _req: {
-                "calendar_id": "dr-lee",
-                "slot_ref": self.ref if by_ref else None,
-                "start": None if by_ref else start or self.start,
-                "duration_minutes": None,
-                "attendee_name": name,
-                "participants": [],
-            },
-        )
+def enum_of(req: dict[str, Any], tool: str, field: str) -> list[str]:
+    """The enum a request's tool definition allows for one argument."""
+    for t in req["tools"]:
+        if t["function"]["name"] == tool:
+            prop = t["function"]["parameters"]["properties"][field]
+            return list(prop.get("enum") or prop.get("items", {}).get("enum") or [])
+    raise AssertionError(f"{tool} not offered")
+
+
+def offered_tools(req: dict[str, Any]) -> list[str]:
+    """The tools the request lets the model call (its tool list, or allowed_tools)."""
+    choice = req.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return [t["function"]["name"] for t in choice["allowed_tools"]["tools"]]
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return [choice["function"]["name"]]
+    return [t["function"]["name"] for t in req["tools"]]
+
+
+def book(at: str | int = 0, name: str | None = "Alice Smith", participants: list[str] | None = None) -> Step:
+    """book_meeting for an offered slot: by index into the slot enum, or by its "HH:MM"."""
+
+    def args(req: dict[str, Any]) -> dict[str, Any]:
+        labels = enum_of(req, "book_meeting", "slot")
+        slot = labels[at] if isinstance(at, int) else next(x for x in labels if x.endswith(at))
+        return {"slot": slot, "attendee_name": name, "participants": participants or []}
+
+    return call("book_meeting", args)
+
+
+def cancel(index: int = 0) -> Step:
+    return call("cancel_booking", lambda req: {"booking": enum_of(req, "cancel_booking", "booking")[index]})
+
+
+def reschedule(to: str, index: int = 0) -> Step:
+    def args(req: dict[str, Any]) -> dict[str, Any]:
+        slot = next(x for x in enum_of(req, "reschedule_booking", "new_slot") if x.endswith(to))
+        return {"booking": enum_of(req, "reschedule_booking", "booking")[index], "new_slot": slot}
+
+    return call("reschedule_booking", args)
 
 
 async def stored_bookings(system: System, tenant: str = "demo") -> list[Booking]:
@@ -74,3 +99,17 @@ def tool_errors(request: dict[str, Any]) -> list[str]:
             if "error" in body:
                 codes.append(body["error"]["code"])
     return codes
+
+
+async def booked_by_conversation(
+    system: System, day: date, hhmm: str, *, user: str = "alice", conversation: str = "setup"
+) -> dict[str, Any]:
+    """A booking made the way users make one: ask, pick, say yes. Returns the last response body."""
+    system.model.script(fetch(day), book(hhmm, name=f"{user.title()} Example"))
+    first = await system.say(f"Is Dr. Lee free on {day.isoformat()}?", conversation=conversation, user=user)
+    assert first.status_code == 200, first.text
+    second = await system.say(f"{hhmm} please", conversation=conversation, user=user)
+    assert second.json()["pending_action"] is not None, second.text
+    third = await system.say("yes", conversation=conversation, user=user)
+    assert third.json()["bookings"], third.text
+    return dict(third.json())

@@ -1,0 +1,275 @@
+"""The server decides from state, the model fills in: which tools each model call is offered,
+their enums, forced calls, and writes that wait as pending actions for the user's approval
+(over HTTP, SSE, a typed answer, another chat instance). Scripted model, real Redis, real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+
+from services.chat.api import create_app
+from shared.keys import TenantKeys
+from shared.settings import Settings
+from tests.conftest import System
+from tests.e2e.flows import (
+    answer,
+    book,
+    booked_by_conversation,
+    cancel,
+    enum_of,
+    fetch,
+    offered_tools,
+    stored_bookings,
+)
+from tests.support.calendar_days import BERLIN, next_weekday
+from tests.support.scripted_model import call, say
+
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}T|[+-]\d{2}:\d{2}\b|UTC")
+
+
+async def _propose(system: System, hhmm: str = "10:00") -> dict[str, object]:
+    day = next_weekday()
+    system.model.script(fetch(day), book(hhmm))
+    await system.say(f"Is Dr. Lee free on {day.isoformat()}?")
+    body = (await system.say(f"{hhmm} please, I'm Alice Smith")).json()
+    assert body["pending_action"] is not None, body
+    return dict(body)
+
+
+@asynccontextmanager
+async def second_chat(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Another chat replica on the same Redis (its own instance id and reply stream)."""
+    other = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
+    server = uvicorn.Server(uvicorn.Config(create_app(other), host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        yield http
+    server.should_exit = True
+    await task
+
+
+async def test_a_booking_is_asked_checked_proposed_and_written_only_after_the_users_yes(system: System) -> None:
+    day = next_weekday()
+    system.model.script(fetch(day), book("10:00"))
+    first = (await system.say(f"Is Dr. Lee free on {day.isoformat()}?")).json()
+    assert "Dr. Lee is free on" in first["reply"] and "10:00" in first["reply"]
+    assert not ISO.search(first["reply"]), first["reply"]
+    assert first["suggested_slots"] and first["pending_action"] is None
+    opening = system.model.requests[0]
+    # nothing offered yet: no tool that books, cancels or moves; calendars are an enum
+    assert opening["tool_choice"] == "required"
+    assert sorted(offered_tools(opening)) == ["answer", "fetch_free_slots", "list_my_bookings"]
+    assert "dr-lee" in enum_of(opening, "fetch_free_slots", "calendar_ids")
+
+    second = (await system.say("10:00 please, I'm Alice Smith")).json()
+    picking = system.model.requests[1]
+    assert "book_meeting" in offered_tools(picking)
+    assert any(label.endswith("10:00") for label in enum_of(picking, "book_meeting", "slot"))
+    action = second["pending_action"]
+    assert second["reply"] == action["question"]
+    assert (
+        action["question"].startswith("Shall I book Dr. Lee on ") and "at 10:00 for Alice Smith?" in action["question"]
+    )
+    assert await stored_bookings(system) == []
+
+    third = (await system.say("Yes!")).json()
+    assert len(system.model.requests) == 2, "an obvious yes needs no model call"
+    [booking] = await stored_bookings(system)
+    assert third["reply"].startswith("Done: you're booked with Dr. Lee on ") and third["reply"].endswith("at 10:00.")
+    assert [b["booking_id"] for b in third["bookings"]] == [booking.booking_id]
+    assert booking.attendee_name == "Alice Smith" and third["pending_action"] is None
+
+
+async def test_an_answer_in_other_words_is_read_by_a_structured_output_call(system: System) -> None:
+    await _propose(system)
+    system.model.script(say('{"decision": "yes"}'))
+    body = (await system.say("No problem, go ahead")).json()
+    classify = system.model.requests[-1]
+    schema = classify["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["decision"]["enum"] == ["yes", "no", "other"]
+    assert len(await stored_bookings(system)) == 1, body
+
+
+async def test_a_spanish_yes_books_and_a_french_no_does_not(system: System) -> None:
+    await _propose(system)
+    system.model.script(say('{"decision": "yes"}'))
+    await system.say("sí, resérvalo")
+    assert len(await stored_bookings(system)) == 1
+    day = next_weekday(after_days=3)
+    system.model.script(fetch(day), book("11:00"), say('{"decision": "no"}'))
+    await system.say(f"Et le {day.isoformat()} ?", conversation="fr")
+    await system.say("11:00 s'il vous plaît, Alice Smith", conversation="fr")
+    body = (await system.say("non, finalement pas", conversation="fr")).json()
+    assert body["reply"].startswith("All right, nothing was booked")
+    assert len(await stored_bookings(system)) == 1
+
+
+async def test_a_change_of_mind_drops_the_pending_action_and_the_model_picks_again(system: System) -> None:
+    first = await _propose(system, "10:00")
+    system.model.script(say('{"decision": "other"}'), book("11:00"))
+    body = (await system.say("Actually, make it 11:00 instead.")).json()
+    assert body["pending_action"]["question"].endswith("at 11:00 for Alice Smith?")
+    old = first["pending_action"]["action_id"]  # type: ignore[index]
+    late = await system.http.post(f"/v1/conversations/c1/actions/{old}/approve", headers={"X-User-Id": "alice"})
+    assert late.status_code == 409 and "replaced" in late.json()["detail"]
+    await system.say("yes")
+    [booking] = await stored_bookings(system)
+    assert f"{booking.start.astimezone(BERLIN):%H:%M}" == "11:00"
+
+
+async def test_approving_twice_at_once_books_once_and_the_second_gets_409(system: System) -> None:
+    body = await _propose(system)
+    action_id = body["pending_action"]["action_id"]  # type: ignore[index]
+    url = f"/v1/conversations/c1/actions/{action_id}/approve"
+    first, second = await asyncio.gather(
+        system.http.post(url, headers={"X-User-Id": "alice"}), system.http.post(url, headers={"X-User-Id": "alice"})
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    assert len(await stored_bookings(system)) == 1
+    again = await system.say("yes")  # a typed yes after the button: nothing pending any more
+    assert again.status_code == 200
+    assert len(await stored_bookings(system)) == 1
+
+
+async def test_declining_writes_nothing_and_a_declined_action_cannot_be_approved(system: System) -> None:
+    body = await _propose(system)
+    action_id = body["pending_action"]["action_id"]  # type: ignore[index]
+    base = f"/v1/conversations/c1/actions/{action_id}"
+    declined = await system.http.post(f"{base}/decline", headers={"X-User-Id": "alice"})
+    assert declined.status_code == 200 and declined.json()["reply"].startswith("All right, nothing was booked")
+    approve = await system.http.post(f"{base}/approve", headers={"X-User-Id": "alice"})
+    assert approve.status_code == 409 and "declined" in approve.json()["detail"]
+    assert await stored_bookings(system) == []
+
+
+async def test_another_users_or_an_unknown_action_is_404_and_writes_nothing(system: System) -> None:
+    body = await _propose(system)
+    action_id = body["pending_action"]["action_id"]  # type: ignore[index]
+    theirs = await system.http.post(f"/v1/conversations/c1/actions/{action_id}/approve", headers={"X-User-Id": "bob"})
+    assert theirs.status_code == 404
+    unknown = await system.http.post(f"/v1/conversations/c1/actions/{'0' * 32}/approve", headers={"X-User-Id": "alice"})
+    assert unknown.status_code == 404
+    malformed = await system.http.post("/v1/conversations/c1/actions/nope/approve", headers={"X-User-Id": "alice"})
+    assert malformed.status_code == 422
+    assert await stored_bookings(system) == []
+
+
+async def test_an_expired_action_is_409_and_writes_nothing(system: System) -> None:
+    body = await _propose(system)
+    action_id = body["pending_action"]["action_id"]  # type: ignore[index]
+    await system.redis.hset(TenantKeys("demo").action(action_id), "expires", 1)
+    response = await system.http.post(
+        f"/v1/conversations/c1/actions/{action_id}/approve", headers={"X-User-Id": "alice"}
+    )
+    assert response.status_code == 409 and "expired" in response.json()["detail"]
+    assert await stored_bookings(system) == []
+
+
+async def test_a_pending_action_is_approved_through_another_chat_instance(system: System) -> None:
+    body = await _propose(system)
+    action_id = body["pending_action"]["action_id"]  # type: ignore[index]
+    async with second_chat(system.settings) as other:
+        response = await other.post(f"/v1/conversations/c1/actions/{action_id}/approve", headers={"X-User-Id": "alice"})
+        assert response.status_code == 200, response.text
+        assert response.json()["reply"].startswith("Done: you're booked")
+    assert len(await stored_bookings(system)) == 1
+
+
+async def test_a_typed_yes_after_a_chat_restart_runs_the_stored_action(system: System) -> None:
+    await _propose(system)
+    async with second_chat(system.settings) as restarted:  # the first replica's state is in Redis only
+        response = await restarted.post(
+            "/v1/conversations/c1/messages", json={"text": "yes please"}, headers={"X-User-Id": "alice"}
+        )
+    assert response.json()["reply"].startswith("Done: you're booked")
+    assert len(await stored_bookings(system)) == 1
+
+
+async def test_the_sse_done_event_carries_the_pending_action(system: System) -> None:
+    day = next_weekday()
+    system.model.script(fetch(day), book("10:00"))
+    await system.say(f"Is Dr. Lee free on {day.isoformat()}?")
+    response = await system.http.post(
+        "/v1/conversations/c1/messages?stream=true", json={"text": "10:00, Alice Smith"}, headers={"X-User-Id": "alice"}
+    )
+    events = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    done = json.loads(events[-1].removeprefix("data: "))
+    assert done["pending_action"]["question"].startswith("Shall I book Dr. Lee")
+
+
+async def test_an_approval_after_the_slot_was_taken_offers_other_times_and_books_nothing_twice(system: System) -> None:
+    day = next_weekday()
+    system.model.script(fetch(day), book("10:00"))
+    await system.say(f"Is Dr. Lee free on {day.isoformat()}?")
+    await system.say("10:00 please, I'm Alice Smith")
+    await booked_by_conversation(system, day, "10:00", user="bob", conversation="b")
+    body = (await system.say("yes")).json()
+    assert "is no longer free" in body["reply"] and "Dr. Lee is free on" in body["reply"]
+    [booking] = await stored_bookings(system)
+    assert booking.user_id == "bob"
+
+
+async def test_a_cancellation_always_waits_for_the_users_yes(system: System) -> None:
+    day = next_weekday()
+    await booked_by_conversation(system, day, "10:00")
+    # asked about free times, the model cancels instead: nothing happens without a yes
+    system.model.script(cancel(0), say('{"decision": "no"}'))
+    body = (await system.say("When is Dr. Lee free next week?", conversation="c2")).json()
+    assert body["pending_action"]["kind"] == "cancel"
+    assert body["reply"].startswith("Shall I cancel your appointment with Dr. Lee on ")
+    await system.say("no, I asked about free times", conversation="c2")
+    [booking] = await stored_bookings(system)
+    assert booking.status == "confirmed"
+    system.model.script(cancel(0))
+    await system.say("Please cancel my appointment.", conversation="c2")
+    await system.say("yes", conversation="c2")
+    [booking] = await stored_bookings(system)
+    assert booking.status == "cancelled"
+
+
+async def test_the_users_bookings_are_the_enum_of_cancel_and_are_listed_from_facts(system: System) -> None:
+    day = next_weekday()
+    await booked_by_conversation(system, day, "10:00")
+    system.model.script(call("list_my_bookings", {"include_past": False}))
+    body = (await system.say("Which appointments do I have?", conversation="c2")).json()
+    assert body["reply"].startswith("You have one appointment: Dr. Lee on ") and "at 10:00" in body["reply"]
+    [label] = enum_of(system.model.requests[-1], "cancel_booking", "booking")
+    assert label.startswith("Dr. Lee, ") and label.endswith("10:00")
+
+
+async def test_a_reply_naming_a_time_no_tool_offered_forces_fetch_free_slots(system: System) -> None:
+    day = next_weekday()
+    system.model.script(answer("Dr. Lee is free on Tuesday at 10:00."), fetch(day))
+    body = (await system.say("Can I see Dr. Lee on Tuesday?")).json()
+    forced = system.model.requests[1]
+    assert forced["tool_choice"] == {"type": "function", "function": {"name": "fetch_free_slots"}}
+    assert body["reply"].startswith("Dr. Lee is free on")
+
+
+async def test_an_answer_about_something_else_gets_the_policy_reply(system: System) -> None:
+    system.model.script(answer("Take 400 mg of ibuprofen.", topic="other"))
+    body = (await system.say("How much ibuprofen can I take?")).json()
+    assert body["reply"].startswith("I can only help with appointments here")
+
+
+async def test_a_preferred_time_that_is_free_becomes_the_pending_action_at_once(system: System) -> None:
+    day = next_weekday()
+    system.model.script(fetch(day, preferred="10:00"))
+    response = await system.say(
+        f"Please book me with Dr. Lee on {day.isoformat()} at 10:00.", **{"X-User-Name": "Alice Smith"}
+    )
+    body = response.json()
+    assert body["reply"].startswith("Yes, Dr. Lee is free on ") and body["reply"].endswith("for Alice Smith?")
+    await system.say("yes")
+    [booking] = await stored_bookings(system)
+    assert booking.attendee_name == "Alice Smith"
+    assert len(system.model.requests) == 1, "one model call for the whole booking"
