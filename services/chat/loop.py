@@ -416,7 +416,10 @@ class Assistant:
         finally:
             metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
         self._count(completion)
-        return completion if completion.choices else None
+        if not completion.choices:
+            log.error("model returned no choices")
+            return None
+        return completion
 
     async def _rounds(self, turn: Turn, progress: _Progress, history: list[Message], new: list[Message]) -> str:
         state = progress.state

@@ -90,10 +90,16 @@ def test_text_parts_are_joined_and_unicode_is_kept() -> None:
     assert "Grüß dich" in text
 
 
-def test_a_json_schema_reply_is_asked_for_in_the_system_turn() -> None:
+def test_a_json_schema_reply_is_asked_for_in_a_last_system_turn_after_the_conversation() -> None:
     schema = {"type": "object", "properties": {"day": {"type": "string"}}}
-    text = render(msgs({"role": "user", "content": "x"}), json_schema=schema)
-    assert json.dumps(schema) in text.split("<|im_end|>")[0]
+    history = msgs({"role": "system", "content": "S"}, {"role": "user", "content": "x"})
+    text = render(history, json_schema=schema)
+    turns = text.split("<|im_end|>\n")
+    assert turns[-1] == "<|im_start|>assistant\n"
+    assert turns[-2].startswith("<|im_start|>system\n") and turns[-2].endswith(json.dumps(schema))
+    assert json.dumps(schema) not in turns[0]
+    # the conversation before the instruction renders as it does without one: a cached prefix
+    assert text.startswith(render(history).removesuffix("<|im_start|>assistant\n"))
 
 
 def test_an_unchanged_conversation_renders_an_unchanged_prefix() -> None:
