@@ -362,7 +362,11 @@ class Assistant:
             listing = await self._fetch_reply(turn, progress, fetch, f"alt-{uuid.uuid4().hex[:12]}")
             return f"{lead} {listing[1] or ''}".strip()
         if error is not None and error.code is ErrorCode.timeout:
-            return f"Sorry, I couldn't {what} just now; nothing was changed. Please try again in a moment."
+            # the command still waits in its stream and may yet run: never say nothing changed
+            return (
+                f"Sorry, the booking system did not answer in time, so I can't tell yet whether I could {what}. "
+                "Please ask me about your appointments in a moment."
+            )
         return f"Sorry, I couldn't {what}: {_plain(error)}"
 
     async def _propose(

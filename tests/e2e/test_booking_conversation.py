@@ -1,133 +1,111 @@
 """One booking end to end: HTTP -> chat -> real openai SDK -> scripted model server ->
-streams -> calendar and booking workers -> natural reply, on the real Redis server."""
+streams -> calendar and booking workers -> replies from facts, on the real Redis server."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any
+
+import pytest
 
 from services.chat.guards import find_leaks
-from shared.domain import Booking
-from shared.keys import TenantKeys
-from tests.conftest import System
-from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import call, last_tool_result, say
+from shared.settings import Settings
+from tests.conftest import System, make_settings
+from tests.e2e.flows import answer, book, fetch, stored_bookings, tool_errors
+from tests.support.calendar_days import at, next_weekday
+from tests.support.scripted_model import ScriptedModel, call, say
+
+LEAKS = ("BOOKING_CONFIRMATION", "{", "book_meeting", "fetch_free_slots", "calendar_id", "dr-lee")
 
 
-def offered(req: dict[str, Any], index: int = 0) -> str:
-    return str(list(last_tool_result(req)["slots"].values())[index])
-
-
-async def stored_bookings(system: System) -> list[Booking]:
-    keys = await system.redis.keys(TenantKeys("demo").booking("*"))
-    return [Booking.model_validate_json(await system.redis.get(k)) for k in keys]
+@pytest.fixture
+async def settings(redis_url: str, model: ScriptedModel) -> Settings:
+    """Rounds enough for every bad call of one turn and the answer after them."""
+    return make_settings(redis_url, model.base_url, max_model_rounds=8)
 
 
 def assert_clean(reply: str) -> None:
     assert find_leaks(reply) == []
-    for marker in ("BOOKING_CONFIRMATION", "{", "book_meeting", "fetch_free_slots", "calendar_id"):
+    for marker in LEAKS:
         assert marker not in reply
 
 
-async def test_user_books_offered_slot_after_confirming_and_sees_only_a_natural_reply(system: System) -> None:
+async def test_user_books_an_offered_slot_after_saying_yes_and_sees_only_natural_replies(system: System) -> None:
     day = next_weekday()
-    chosen: dict[str, str] = {}
-
-    def propose(req: dict[str, Any]) -> dict[str, Any]:
-        chosen["start"] = offered(req, 2)
-        local = datetime.fromisoformat(chosen["start"])
-        return {
-            "role": "assistant",
-            "content": f"Dr. Lee is free on {local:%a %d %b} at {local:%H:%M}. Shall I book it and invite "
-            "alice@example.com?",
-        }
-
     system.model.script(
-        call(
-            "fetch_free_slots",
-            {
-                "calendar_ids": ["dr-lee"],
-                "date_from": day.isoformat(),
-                "date_to": day.isoformat(),
-                "duration_minutes": None,
-                "timezone": None,
-            },
-        ),
-        propose,
-        call(
-            "book_meeting",
-            lambda req: {
-                "calendar_id": "dr-lee",
-                "start": chosen["start"],
-                "duration_minutes": None,
-                "attendee_name": "Alice Smith",
-                "participants": ["alice@example.com"],
-            },
-        ),
-        say("Done — you're booked with Dr. Lee. See you then!"),
+        fetch(day), book(2, participants=["alice@example.com"]), call("list_my_bookings", {"include_past": False})
     )
     first = await system.say("Hi, can I see Dr. Lee on " + day.isoformat() + "?")
     assert first.status_code == 200, first.text
-    assert "Shall I book it and invite alice@example.com?" in first.json()["reply"]
-    assert len(first.json()["suggested_slots"]) > 2
+    offered = first.json()
+    assert offered["reply"].startswith(f"Dr. Lee is free on {at(day, 9):%a} {day.day} {at(day, 9):%b} at 09:00, 09:30")
+    assert len(offered["suggested_slots"]) > 2 and offered["pending_action"] is None
+    assert_clean(offered["reply"])
+
+    second = await system.say("The 10:00 one please, for Alice Smith, and invite alice@example.com")
+    asked = second.json()
+    assert asked["reply"] == asked["pending_action"]["question"]
+    assert asked["reply"].endswith("at 10:00 for Alice Smith and invite alice@example.com?")
     assert await stored_bookings(system) == []
 
-    second = await system.say("Yes please, book it.")
-    assert second.status_code == 200, second.text
-    body = second.json()
-    assert body["reply"] == "Done — you're booked with Dr. Lee. See you then!"
+    third = await system.say("Yes please.")
+    assert third.status_code == 200, third.text
+    body = third.json()
+    assert body["reply"] == f"Done: you're booked with Dr. Lee on {at(day, 10):%a} {day.day} {at(day, 10):%b} at 10:00."
     assert_clean(body["reply"])
     [booking] = await stored_bookings(system)
-    assert booking.start == datetime.fromisoformat(chosen["start"])
+    assert booking.start == at(day, 10) and booking.participants == ["alice@example.com"]
     assert booking.user_id == "alice" and booking.attendee_name == "Alice Smith"
     assert body["bookings"][0]["booking_id"] == booking.booking_id
-    # the model never saw an internal id in a tool result
-    tool_results = [m["content"] for m in system.model.requests[-1]["messages"] if m["role"] == "tool"]
-    assert tool_results and all(booking.booking_id not in r for r in tool_results)
-    assert json.loads(tool_results[-1])["status"] == "confirmed"
+
+    listed = (await system.say("What have I booked?")).json()
+    assert listed["reply"].startswith("You have one appointment: Dr. Lee on ")
+    # the model never saw an internal id, in a tool result or anywhere else
+    assert all(booking.booking_id not in json.dumps(r) for r in system.model.requests)
 
 
 async def test_bad_tool_arguments_go_back_to_the_model_as_errors_and_store_nothing(system: System) -> None:
-    day = next_weekday()
-    naive = f"{day.isoformat()}T10:00:00"
+    day = next_weekday().isoformat()
+    good = {
+        "calendar_ids": ["dr-lee"],
+        "date_from": day,
+        "date_to": day,
+        "duration_minutes": None,
+        "timezone": None,
+        "preferred_time": None,
+        "move_booking": None,
+    }
     system.model.script(
-        call(
-            "book_meeting",
-            {
-                "calendar_id": "dr-lee",
-                "start": naive,
-                "duration_minutes": None,
-                "attendee_name": "Alice",
-                "participants": [],
-            },
-        ),
-        call(
-            "book_meeting",
-            {
-                "calendar_id": "nobody",
-                "start": naive + "+01:00",
-                "duration_minutes": None,
-                "attendee_name": "Alice",
-                "participants": [],
-            },
-        ),
-        call("book_meeting", {"calendar_id": "dr-lee", "start": naive + "+01:00"}),
-        call("book_meeting", "{not json"),
+        call("fetch_free_slots", {**good, "calendar_ids": ["nobody"]}),
+        call("fetch_free_slots", {**good, "date_from": "next tuesday"}),
+        call("fetch_free_slots", {k: v for k, v in good.items() if k != "preferred_time"}),
+        call("fetch_free_slots", "{not json"),
         call("teleport", {}),
-        say("Sorry, I could not book that. Which time would you like?"),
+        call("book_meeting", {"slot": f"Dr. Lee, {day} 10:00", "attendee_name": "Alice", "participants": []}),
+        answer("Sorry, I could not book that. Which day and time would you like?"),
     )
     response = await system.say("Yes, book 10:00 please")
     assert response.status_code == 200
-    assert response.json()["reply"] == "Sorry, I could not book that. Which time would you like?"
     errors = [json.loads(m["content"])["error"] for m in system.model.requests[-1]["messages"] if m["role"] == "tool"]
     assert [e["code"] for e in errors] == [
         "invalid_arguments",
-        "unknown_calendar",
+        "invalid_arguments",
         "invalid_arguments",
         "invalid_arguments",
         "unknown_tool",
+        "unknown_tool",
     ]
-    assert "timezone" in errors[0]["message"]
-    assert "attendee_name" in errors[2]["message"]
+    assert "calendar_ids" in errors[0]["message"] and "date_from" in errors[1]["message"]
+    assert "preferred_time" in errors[2]["message"]
+    assert "book_meeting" not in errors[4]["message"], "the error names only the tools the state allows"
+    assert "book_meeting" in errors[5]["message"], "book_meeting is not offered before any slot is"
+    assert response.json()["reply"] == "Sorry, I could not book that. Which day and time would you like?"
+    assert response.json()["pending_action"] is None
+    assert await stored_bookings(system) == []
+
+
+async def test_a_model_that_keeps_failing_gets_a_plain_question_and_nothing_is_stored(system: System) -> None:
+    system.model.script(*[call("teleport", {}) for _ in range(system.settings.max_model_rounds)], say("unused"))
+    response = await system.say("Book me in")
+    assert response.json()["reply"].startswith("Sorry, I couldn't finish that just now.")
+    assert tool_errors(system.model.requests[-1]) == ["unknown_tool"] * (system.settings.max_model_rounds - 1)
     assert await stored_bookings(system) == []

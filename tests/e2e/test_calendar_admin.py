@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 import pytest
 
 from services.chat.access import ApiKeys
 from tests.conftest import System
-from tests.e2e.flows import fetch
+from tests.e2e.flows import answer, enum_of, fetch
 from tests.support.calendar_days import at, next_weekday
-from tests.support.scripted_model import last_tool_result, say
 
 ROOM = {
     "calendar_id": "room-7",
@@ -35,12 +37,13 @@ async def test_admin_creates_a_calendar_and_the_assistant_offers_its_hours(
     listed = await system.http.get("/v1/calendars", headers=admin)
     assert "room-7" in {c["calendar_id"] for c in listed.json()["calendars"]}
     day = next_weekday()
-    system.model.script(fetch(day, "room-7"), say("Room 7 is free at 10:00 and 11:00."))
-    await system.say("When is room 7 free?", **admin)
-    assert list(last_tool_result(system.model.requests[-1])["slots"].values()) == [
-        at(day, 10).isoformat(timespec="minutes"),
-        at(day, 11).isoformat(timespec="minutes"),
-    ]
+    system.model.script(fetch(day, "room-7"))
+    body = (await system.say("When is room 7 free?", **admin)).json()
+    assert "room-7" in enum_of(system.model.requests[-1], "fetch_free_slots", "calendar_ids")
+    assert [datetime.fromisoformat(s) for s in body["suggested_slots"]] == [at(day, 10), at(day, 11)]
+    assert body["reply"] == f"Room 7 is free on {at(day, 10):%a} {day.day} {at(day, 10):%b} at 10:00 or 11:00. " + (
+        "Which time suits you?"
+    )
 
 
 async def test_an_imported_ics_event_makes_its_time_busy(system: System, admin: dict[str, str]) -> None:
@@ -54,11 +57,16 @@ async def test_an_imported_ics_event_makes_its_time_busy(system: System, admin: 
     imported = await system.http.post("/v1/calendars/busy", json={"calendar_id": "room-7", "ics": ics}, headers=admin)
     assert imported.status_code == 200, imported.text
     assert imported.json()["busy_blocks"] == 1
-    system.model.script(fetch(day, "room-7"), say("Room 7 is free at 11:00."))
-    await system.say("When is room 7 free?", **admin)
-    result = last_tool_result(system.model.requests[-1])
-    assert list(result["slots"].values()) == [at(day, 11).isoformat(timespec="minutes")]
-    assert "Private meeting" not in str(system.model.requests[-1])
+    system.model.script(fetch(day, "room-7"), answer("Which time suits you?"))
+    body = (await system.say("When is room 7 free?", **admin)).json()
+    assert [datetime.fromisoformat(s) for s in body["suggested_slots"]] == [at(day, 11)]
+    assert "10:00" not in body["reply"] and "Private meeting" not in body["reply"]
+    await system.say("Hmm.", **admin)  # the next model call carries the fetch result: free slots only
+    [result] = [json.loads(m["content"]) for m in system.model.requests[-1]["messages"] if m["role"] == "tool"]
+    assert result == {"free": [f"Room 7, {at(day, 11):%a %d %b %H:%M}"]}
+    assert "Private meeting" not in json.dumps(system.model.requests) and "secret-1" not in json.dumps(
+        system.model.requests
+    )
 
 
 async def test_calendar_admin_requires_a_key_and_gives_reasons(system: System, admin: dict[str, str]) -> None:

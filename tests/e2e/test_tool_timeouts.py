@@ -1,16 +1,20 @@
-"""With no worker answering, a tool call times out into an error the model can explain."""
+"""With a worker not answering, a tool call times out into an error the model can explain, or,
+for an approved write, a plain reply; the command is not lost: it waits in its stream."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
+from services.booking.app import build as build_booking
+from services.calendar.app import build as build_calendar
 from shared.settings import Settings
 from tests.conftest import System, make_settings
-from tests.e2e.flows import fetch, tool_errors
+from tests.e2e.flows import answer, book, fetch, offered_tools, stored_bookings, tool_errors
 from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import ScriptedModel, say
+from tests.support.scripted_model import ScriptedModel, call
 
 
 @pytest.fixture
@@ -19,16 +23,54 @@ async def settings(redis_url: str, model: ScriptedModel) -> Settings:
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[None]:
-    """No workers at all: every command waits in its stream."""
+async def workers(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Only the workers the test names (by default none): every other command waits in its stream."""
+    running = getattr(request, "param", ())
+    apps = [
+        build(settings)[1]
+        for name, build in (("calendar", build_calendar), ("booking", build_booking))
+        if name in running
+    ]
+    for app in apps:
+        await app.__aenter__()
     yield
+    for app in reversed(apps):
+        await app.__aexit__(None, None, None)
 
 
-async def test_a_slow_calendar_becomes_a_timeout_tool_error_and_a_polite_reply(system: System) -> None:
-    system.model.script(fetch(next_weekday()), say("The calendar is slow right now; shall I try again?"))
-    response = await system.say("Is Dr. Lee free?")
+async def test_a_slow_booking_service_becomes_a_timeout_tool_error_and_the_models_reply(system: System) -> None:
+    system.model.script(
+        call("list_my_bookings", {"include_past": False}),
+        answer("The booking system is slow right now; shall I try again?"),
+    )
+    response = await system.say("Which appointments do I have?")
     assert response.status_code == 200
     assert tool_errors(system.model.requests[-1]) == ["timeout"]
-    assert response.json()["reply"] == "The calendar is slow right now; shall I try again?"
-    # the command is not lost: it waits in the stream for a worker
+    assert response.json()["reply"] == "The booking system is slow right now; shall I try again?"
+    # with no calendar directory there is no calendar to check: fetch_free_slots is not offered
+    assert "fetch_free_slots" not in offered_tools(system.model.requests[0])
+    # the commands are not lost: they wait in their streams for a worker
+    assert await system.redis.xlen("booking.commands") >= 1
     assert await system.redis.xlen("calendar.requests") >= 1
+
+
+@pytest.mark.parametrize("workers", [("calendar",)], indirect=True)
+async def test_an_approved_booking_the_booking_service_answers_late_is_never_called_unchanged(
+    system: System,
+) -> None:
+    system.model.script(fetch(next_weekday()), book("10:00"))
+    await system.say("Is Dr. Lee free?")
+    asked = (await system.say("10:00 please, I'm Alice Smith")).json()
+    assert asked["pending_action"] is not None
+    body = (await system.say("yes")).json()
+    assert body["reply"].startswith("Sorry, the booking system did not answer in time, so I can't tell yet")
+    assert "nothing was changed" not in body["reply"] and "booked with" not in body["reply"]
+    assert body["bookings"] == [] and await stored_bookings(system) == []
+    # the command waits in its stream: a booking worker that starts later still writes it, once
+    assert await system.redis.xlen("booking.commands") >= 1
+    _, booking_app = build_booking(system.settings)
+    async with booking_app, asyncio.timeout(10):
+        while not await stored_bookings(system):
+            await asyncio.sleep(0.05)
+    [booking] = await stored_bookings(system)
+    assert booking.user_id == "alice" and booking.attendee_name == "Alice Smith"
