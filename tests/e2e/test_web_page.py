@@ -1,5 +1,5 @@
 """The web chat page in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
-ask, pick a suggested slot, confirm, see the booking card. Saves a screenshot."""
+ask, pick a suggested slot, answer the confirmation question, see the booking card. Saves a screenshot."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import System
-from tests.e2e.flows import Offer, fetch, stored_bookings
+from tests.e2e.flows import book, fetch, stored_bookings
 from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import say
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -30,15 +29,8 @@ playwright_api = pytest.importorskip("playwright.async_api", reason="playwright 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 
 
-async def test_user_books_through_the_web_page_by_clicking_a_suggested_slot(system: System) -> None:
-    offer = Offer(0)
-    system.model.script(
-        fetch(next_weekday()),
-        lambda req: {**offer.propose(req), "content": "Here are Dr. Lee's free times. Pick one."},
-        lambda req: {"role": "assistant", "content": f"Shall I book Dr. Lee at {offer.hhmm}?"},
-        offer.book("Web User"),
-        say("Done — you're booked with Dr. Lee."),
-    )
+async def test_user_books_through_the_web_page_by_clicking_a_suggested_slot_and_saying_yes(system: System) -> None:
+    system.model.script(fetch(next_weekday()), book(0, name="Web User"))
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = await browser.new_page()
@@ -48,7 +40,8 @@ async def test_user_books_through_the_web_page_by_clicking_a_suggested_slot(syst
         first_slot = page.locator(".slots button").first
         await first_slot.wait_for(timeout=10_000)
         await first_slot.click()
-        await page.locator(".assistant", has_text="Shall I book").wait_for(timeout=10_000)
+        await page.locator(".assistant", has_text="Shall I book Dr. Lee").wait_for(timeout=10_000)
+        assert await stored_bookings(system) == [], "a click on a slot only asks"
         await page.fill("#text", "Yes please")
         await page.click("button[type=submit]")
         card = page.locator(".card")
@@ -58,7 +51,8 @@ async def test_user_books_through_the_web_page_by_clicking_a_suggested_slot(syst
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "web-booking.png"), full_page=True)
         await browser.close()
-    assert "Done — you're booked with Dr. Lee." in transcript
+    assert "Done: you're booked with Dr. Lee" in transcript
     assert "{" not in transcript and "book_meeting" not in transcript
     [booking] = await stored_bookings(system)
     assert booking.attendee_name == "Web User"
+    assert len(system.model.requests) == 2, "the typed yes needs no model call"
