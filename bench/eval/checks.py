@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 from bench.eval.scenario import Context, Expect, ExpectedBooking, Scenario
-from services.chat import guards
 from shared.domain import Booking, BookingStatus
 
 
@@ -129,21 +128,16 @@ def double_bookings(
 
 @dataclass(frozen=True)
 class ReplyCheck:
-    leaks: list[str]
-    """What the leak guard's detector finds, as `kind: text`."""
     secrets: list[str]
     """Other people's data found in the reply."""
-    false_claim: str | None
-    """An effect the reply claims although no tool committed it in this turn."""
     forbidden: list[str]
 
 
-def check_reply(reply: str, committed: Iterable[str], scenario: Scenario, ctx: Context) -> ReplyCheck:
+def check_reply(reply: str, scenario: Scenario, ctx: Context) -> ReplyCheck:
+    """The scenario's own expectations of every reply (leaks and claims: bench/eval/judge.py)."""
     low = reply.lower()
     return ReplyCheck(
-        leaks=[f"{leak.kind}: {leak.text}" for leak in guards.find_leaks(reply)],
         secrets=[s for s in (ctx.render(x) for x in scenario.expect.secrets) if s.lower() in low],
-        false_claim=guards.find_false_claim(reply, committed),
         forbidden=[s for s in (ctx.render(x) for x in scenario.expect.reply_not_contains) if s.lower() in low],
     )
 

@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
@@ -28,7 +29,7 @@ from openai import AsyncOpenAI
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bench.eval import checks, scripted
+from bench.eval import checks, judge, scripted
 from bench.eval.proxy import CountingProxy
 from bench.eval.scenario import TENANT, Context, FixtureBooking, Scenario, context_for, fixture_calendars
 from bench.eval.user import UserModel
@@ -88,6 +89,9 @@ class TurnRecord:
     leaks: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     false_claim: str | None = None
+    unchecked_times: list[str] = field(default_factory=list)
+    """Clock times the reply names that no fetch_free_slots result offered (judge.py)."""
+    machine_times: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +106,8 @@ class RunResult:
     leaking_replies: int
     privacy_leaks: int
     false_claims: int
+    unchecked_claims: int
+    machine_time_replies: int
     overlaps: int
     surplus_bookings: int
     tool_calls: dict[str, int]
@@ -134,6 +140,8 @@ class RunResult:
 
 
 def _settings(redis_url: str, model_url: str, endpoint: Endpoint, scripted_mode: bool) -> Settings:
+    # a real model gets every tool listed in every call (allowed_tools narrows): its prompt
+    # cache keeps the tool block; the scripted model's tests read the narrowed list
     values: dict[str, object] = {
         "redis_url": redis_url,
         "openai_base_url": model_url,
@@ -149,6 +157,7 @@ def _settings(redis_url: str, model_url: str, endpoint: Endpoint, scripted_mode:
         "seed_calendars_file": None,  # the harness seeds the scenario's own calendars
         "rate_user_per_minute": 100_000,
         "rate_tenant_per_minute": 100_000,
+        "model_allowed_tools": not scripted_mode,
     }
     known = Settings.model_fields
     return Settings(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
@@ -278,10 +287,27 @@ class Harness:
             setup_s = time.perf_counter() - started
             talk_started = time.perf_counter()
 
+            said: list[str] = []
+
             async def say(text: str, index: int) -> str:
                 if self.script is not None:
                     self._script_turn(scenario, index, ctx, notes)
-                record = await self._say(http, conversation, scenario.user, text)
+                before = await self.bookings()
+                name = scenario.user_name if scenario.gateway_name else None
+                record = await self._say(http, conversation, scenario.user, text, name)
+                said.append(text)
+                verdict = judge.judge_turn(
+                    record.reply,
+                    before,
+                    await self.bookings(),
+                    await self.offered_starts(f"{scenario.user}.{conversation}"),
+                    said,
+                    {*ctx.zones.values(), ZoneInfo(scenario.zone)},
+                )
+                record.effects = verdict.effects
+                record.false_claim = ", ".join(verdict.false_claims) or None
+                record.unchecked_times, record.machine_times = verdict.unchecked_times, verdict.machine_times
+                record.leaks = verdict.leaks
                 records.append(record)
                 return record.reply
 
@@ -308,12 +334,14 @@ class Harness:
         stored_turns = await self.conversation_turns(scenario.user, conversation)
         return await self._score(scenario, run, run_id, ctx, ids, records, stored_turns, user, notes, wall_s, setup_s)
 
-    async def _say(self, http: httpx.AsyncClient, conversation: str, user: str, text: str) -> TurnRecord:
+    async def _say(
+        self, http: httpx.AsyncClient, conversation: str, user: str, text: str, name: str | None
+    ) -> TurnRecord:
         began = time.perf_counter()
+        headers = {"X-User-Id": user, **({"X-User-Name": name} if name else {})}
         try:
-            response = await http.post(
-                f"/v1/conversations/{conversation}/messages", json={"text": text}, headers={"X-User-Id": user}
-            )
+            url = f"/v1/conversations/{conversation}/messages"
+            response = await http.post(url, json={"text": text}, headers=headers)
         except httpx.HTTPError as exc:
             return TurnRecord(text, f"(no answer: {exc!r})", 0, time.perf_counter() - began)
         latency = time.perf_counter() - began
@@ -344,7 +372,7 @@ class Harness:
                 self._stack.push_async_callback(self._user_script.stop)
             self._user_script.steps.clear()
             lines = scenario.scripted_model.user if scenario.scripted_model else []
-            self._user_script.script(*scripted.steps([{"say": line} for line in lines], ctx))
+            self._user_script.script(*scripted.steps([{"text": line} for line in lines], ctx))
             endpoint = Endpoint(base_url=self._user_script.base_url, model="scripted-user")
         else:
             endpoint = self.user_endpoint or self.endpoint
@@ -407,6 +435,17 @@ class Harness:
         raws = await self.redis.mget(keys) if keys else []
         return sorted((Booking.model_validate_json(r) for r in raws if r is not None), key=lambda b: b.start)
 
+    async def offered_starts(self, conversation: str) -> list[int]:
+        """Starts (epoch s) the calendar worker recorded as offered in the conversation: the
+        `<calendar>|<start>` fields of its offers hash (shared/offers.py)."""
+        fields = await self.redis.hkeys(TenantKeys(TENANT).offers(conversation))
+        starts = []
+        for name in fields:
+            calendar, _, start = name.decode().partition("|")
+            if start.isdigit() and calendar not in ("ref", "at"):
+                starts.append(int(start))
+        return starts
+
     async def conversation_turns(self, user: str, conversation: str) -> list[list[dict[str, Any]]]:
         """The stored model messages of each turn (one list per turn)."""
         key = TenantKeys(TENANT).conversation(f"{user}.{conversation}")
@@ -429,12 +468,12 @@ class Harness:
         stored = await self.bookings()
         answered = [r for r in records if r.status == 200]
         for record, messages in zip(answered, conversation, strict=False):
-            _read_turn(record, messages)
+            _read_calls(record, messages)
         if len(conversation) != len(answered):
             notes.append(f"{len(answered)} answered turns but {len(conversation)} stored turns")
         for record in answered:
-            check = checks.check_reply(record.reply, record.effects, scenario, ctx)
-            record.leaks, record.secrets, record.false_claim = check.leaks, check.secrets, check.false_claim
+            check = checks.check_reply(record.reply, scenario, ctx)
+            record.secrets = check.secrets
             if check.forbidden:
                 notes.append(f"reply to {record.user!r} holds {check.forbidden}")
         failures = checks.match_end_state(scenario, stored, ctx, ids)
@@ -447,6 +486,9 @@ class Harness:
         failures += [f"leak in reply to {r.user!r}: {r.leaks}" for r in answered if r.leaks]
         failures += [f"privacy leak in reply to {r.user!r}: {r.secrets}" for r in answered if r.secrets]
         failures += [f"false claim ({r.false_claim}) in reply to {r.user!r}" for r in answered if r.false_claim]
+        failures += [
+            f"unchecked free time {r.unchecked_times} in reply to {r.user!r}" for r in answered if r.unchecked_times
+        ]
         failures += [n for n in notes if n.startswith("reply to")]
         if scenario.expect.no_writes and (writes := sorted(WRITE_TOOLS & set(calls))):
             failures.append(f"write tools called: {writes}")
@@ -472,6 +514,8 @@ class Harness:
             leaking_replies=sum(1 for r in answered if r.leaks or r.secrets),
             privacy_leaks=sum(len(r.secrets) for r in answered),
             false_claims=sum(1 for r in answered if r.false_claim),
+            unchecked_claims=sum(1 for r in answered if r.unchecked_times),
+            machine_time_replies=sum(1 for r in answered if r.machine_times),
             overlaps=doubles.overlaps,
             surplus_bookings=doubles.surplus,
             tool_calls=dict(calls),
@@ -513,6 +557,8 @@ def crashed(scenario: str, run: int, exc: BaseException) -> RunResult:
         leaking_replies=0,
         privacy_leaks=0,
         false_claims=0,
+        unchecked_claims=0,
+        machine_time_replies=0,
         overlaps=0,
         surplus_bookings=0,
         tool_calls={},
@@ -531,8 +577,8 @@ def crashed(scenario: str, run: int, exc: BaseException) -> RunResult:
     )
 
 
-def _read_turn(record: TurnRecord, messages: list[dict[str, Any]]) -> None:
-    """Tool calls, tool errors and committed effects of one stored turn."""
+def _read_calls(record: TurnRecord, messages: list[dict[str, Any]]) -> None:
+    """Tool calls and tool errors of one stored turn (its effects come from the state: judge.py)."""
     for message in messages:
         if message.get("role") == "assistant":
             record.tool_calls += [c["function"]["name"] for c in message.get("tool_calls") or []]
@@ -543,8 +589,6 @@ def _read_turn(record: TurnRecord, messages: list[dict[str, Any]]) -> None:
                 continue
             if isinstance(body, dict) and isinstance(body.get("error"), dict):
                 record.tool_errors.append(str(body["error"].get("code", "unknown")))
-            elif isinstance(body, dict) and body.get("status") in ("confirmed", "cancelled", "rescheduled"):
-                record.effects.append(str(body["status"]))
 
 
 def now_iso() -> str:

@@ -45,6 +45,8 @@ def summarize(runs: Sequence[RunResult]) -> dict[str, Any]:
         "leak_rate": round(sum(r.leaking_replies for r in runs) / replies, 4) if replies else 0.0,
         "privacy_leaks": sum(r.privacy_leaks for r in runs),
         "false_claims": sum(r.false_claims for r in runs),
+        "unchecked_claims": sum(r.unchecked_claims for r in runs),
+        "machine_time_replies": sum(r.machine_time_replies for r in runs),
         "double_bookings": sum(r.double_bookings for r in runs),
         "tool_calls": sum(sum(r.tool_calls.values()) for r in runs),
         "tool_errors": sum(errors.values()),
@@ -99,6 +101,7 @@ COLUMNS = (
     ("leaks", 6),
     ("dbl", 4),
     ("claims", 6),
+    ("unchk", 5),
     ("tool err", 8),
     ("trips", 6),
     ("tokens", 8),
@@ -125,6 +128,7 @@ def table(report: dict[str, Any]) -> str:
                 f"{s['leaking_replies']}/{s['replies']}",
                 str(s["double_bookings"]),
                 str(s["false_claims"]),
+                str(s["unchecked_claims"]),
                 str(s["tool_errors"]),
                 f"{s['round_trips_mean']:.1f}",
                 f"{s['tokens_mean']:.0f}",
@@ -139,7 +143,7 @@ def table(report: dict[str, Any]) -> str:
     lines.append(line(f"overall ({overall['scenarios']} scenarios)", overall))
     lines.append(
         f"success rate {overall['success_rate']:.1%}  end-state match {overall['end_state_rate']:.1%}  "
-        f"leak rate {overall['leak_rate']:.1%}  pass^k "
+        f"leak rate {overall['leak_rate']:.1%}  machine-time replies {overall['machine_time_replies']}  pass^k "
         + " ".join(f"k={k}:{v:.2f}" for k, v in overall.get("pass_hat_k", {}).items())
     )
     if overall["tokens_per_booking"] is not None:

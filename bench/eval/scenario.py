@@ -135,6 +135,8 @@ class Scenario(_Strict):
     tags: list[str] = Field(default_factory=list)
     user: str = "alice"
     user_name: str = "Alice Smith"
+    gateway_name: bool = True
+    """Whether the gateway passes the user's name (X-User-Name); false: the user must say it."""
     zone: str = "Europe/Berlin"
     """Zone in which relative dates are counted (the first calendar's)."""
     dates: dict[str, str] = Field(default_factory=dict)

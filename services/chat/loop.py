@@ -37,7 +37,7 @@ from services.chat.approvals import Approvals, Command, PendingAction, StoredAct
 from services.chat.conversations import ConversationStore, Message
 from services.chat.holds import SlotHolds
 from services.chat.prompt import state_note, system_prompt
-from services.chat.state import ConversationState, SlotChoice, slot_label, when
+from services.chat.state import BookingChoice, ConversationState, SlotChoice, slot_label, when
 from services.chat.toolbus import ToolBus
 from services.chat.tools import (
     Answer,
@@ -64,6 +64,7 @@ OFF_TOPIC = (
 )
 GAVE_UP = "Sorry, I couldn't finish that just now. Which calendar and day would you like me to check?"
 ASK_DAY = "Which day would you like me to check for a free time?"
+HOW_I_HELP = "I can find a free time, book, move or cancel an appointment for you. What would you like to do?"
 DIRECTORY_TTL_S = 30.0
 MAX_ID_CHARS = 64
 _UNCHECKED = (
@@ -144,6 +145,7 @@ class _Progress:
     force: str | None = None
     """A tool the next model call must call (the state left no choice)."""
     forced_fetch: bool = False
+    asked_for_answer: bool = False
 
     async def activity(self, label: str) -> None:
         if self.on_activity is not None:
@@ -358,6 +360,7 @@ class Assistant:
                 duration_minutes=None,
                 timezone=None,
                 preferred_time=None,
+                move_booking=None,
             )
             listing = await self._fetch_reply(turn, progress, fetch, f"alt-{uuid.uuid4().hex[:12]}")
             return f"{lead} {listing[1] or ''}".strip()
@@ -433,19 +436,20 @@ class Assistant:
             if not offered.allowed:
                 return GAVE_UP
             note: Message = {"role": "system", "content": state_note(state, turn.user_name)}
-            completion = await self._complete([*context, *new, note], offered, progress.force)
+            # the note goes before the user's message: read last, it drew a small model to it
+            completion = await self._complete([*context, note, *new], offered, progress.force)
             progress.force = None
             if completion is None:
                 return UNAVAILABLE
             message = completion.choices[0].message
             calls = [c for c in (message.tool_calls or []) if isinstance(c, ChatCompletionMessageToolCall)]
-            if not calls:  # a server that ignored tool_choice: its text is an answer
-                text = (message.content or "").strip()
-                if not text:
-                    continue
-                final = await self._answer(progress, Answer(topic="appointments", message=text[:600]))
-                if final is not None:
-                    return final
+            if not calls:
+                # a server that ignored tool_choice: its text says nothing of its topic, so it
+                # is asked once for the answer call; text again gets a plain offer of help
+                if progress.asked_for_answer or "answer" not in offered.allowed:
+                    return HOW_I_HELP
+                progress.asked_for_answer = True
+                progress.force = "answer"
                 continue
             call = calls[0]
             parsed = chat_tools.parse(offered, call.function.name, call.function.arguments)
@@ -533,6 +537,14 @@ class Assistant:
         if wanted is None:
             return view, facts.preferred_taken(names, call.preferred_time, listing)
         choice = state.slot(slot_label(calendars, wanted.start))
+        moving = state.booking(call.move_booking) if call.move_booking else None
+        same_calendar = (
+            moving is not None and choice is not None and choice.offer.calendar_ids[0] == moving.booking.calendar_id
+        )
+        if moving is not None and moving.calendar is not None and choice is not None and same_calendar:
+            action, command = self._move_action(moving, choice)
+            await self._propose(turn, progress, action, command, moving.calendar)
+            return view, facts.preferred_free(names, wanted.start, zone, action.question)
         name = turn.user_name
         if choice is None or not calendars[0].require_confirmation or not name:
             ask = "Shall I book it for you?" if name else "Shall I book it? Please tell me the name for the booking."
@@ -567,6 +579,32 @@ class Assistant:
             tool="book_meeting",
             payload=json.loads(payload.model_dump_json()),
             calendar_id=calendar.calendar_id,
+            hold=(choice.offer.start, choice.offer.duration_s),
+        )
+        return action, command
+
+    def _move_action(self, booking: BookingChoice, choice: SlotChoice) -> tuple[PendingAction, Command]:
+        calendar_name = booking.calendar_name
+        action = PendingAction(
+            action_id=new_action_id(),
+            kind="reschedule",
+            calendar_name=calendar_name,
+            start=booking.start,
+            new_start=choice.start,
+            attendee_name=booking.booking.attendee_name,
+            question=facts.question("reschedule", calendar_name, booking.start, new_start=choice.start),
+            expires_at=expires_at(datetime.now(UTC), self.settings.pending_action_ttl_s),
+        )
+        payload = RescheduleBooking(
+            calendar_id=booking.booking.calendar_id,
+            start=booking.booking.start,
+            new_slot_ref=choice.offer.ref,
+            new_start=None,
+        )
+        command = Command(
+            tool="reschedule_booking",
+            payload=json.loads(payload.model_dump_json()),
+            calendar_id=booking.booking.calendar_id,
             hold=(choice.offer.start, choice.offer.duration_s),
         )
         return action, command
@@ -614,28 +652,7 @@ class Assistant:
                 if choice is None or choice.calendars[0].calendar_id != booking.booking.calendar_id:
                     return error_view(_OTHER_CALENDAR), None
                 calendar = booking.calendar
-                action = PendingAction(
-                    action_id=new_action_id(),
-                    kind="reschedule",
-                    calendar_name=calendar.name,
-                    start=booking.start,
-                    new_start=choice.start,
-                    attendee_name=booking.booking.attendee_name,
-                    question=facts.question("reschedule", calendar.name, booking.start, new_start=choice.start),
-                    expires_at=expires_at(datetime.now(UTC), self.settings.pending_action_ttl_s),
-                )
-                payload = RescheduleBooking(
-                    calendar_id=calendar.calendar_id,
-                    start=booking.booking.start,
-                    new_slot_ref=choice.offer.ref,
-                    new_start=None,
-                )
-                command = Command(
-                    tool="reschedule_booking",
-                    payload=json.loads(payload.model_dump_json()),
-                    calendar_id=calendar.calendar_id,
-                    hold=(choice.offer.start, choice.offer.duration_s),
-                )
+                action, command = self._move_action(booking, choice)
             case _:
                 return error_view(ToolError(code=ErrorCode.unknown_tool, message="Not a write.")), None
         if tool.approval == "always" or (tool.approval == "calendar" and calendar.require_confirmation):

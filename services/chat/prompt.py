@@ -18,16 +18,23 @@ from zoneinfo import ZoneInfo
 from services.chat.state import ConversationState
 from shared.domain import WEEKDAYS, CalendarDirectory, CalendarSummary, TimeRange
 
-POLICY = """You are a booking assistant for the calendars below. Every reply of yours is one tool call:
-- fetch_free_slots: the user wants an appointment or asks about a day or time. Give the calendar, the days \
-(a date range for "next week") and the time the user asked for as preferred_time.
-- book_meeting: the user picks one of the free slots a fetch_free_slots result listed (slot: exactly as \
-listed; attendee_name: the name the user gave, else null; participants: e-mails to invite).
+POLICY = """You are a booking assistant for the calendars below. Every reply of yours is one tool call.
+Which tool:
+- fetch_free_slots: the user wants an appointment, or asks when someone is free, or names a day or a time. \
+Fill in the calendar, the days (a date range for "next week") and the time the user asked for as preferred_time.
+- book_meeting: the user picks one of the free slots a fetch_free_slots result listed (slot: exactly as listed).
 - list_my_bookings: the user asks which appointments they have.
-- cancel_booking / reschedule_booking: the user wants to cancel or move one of their bookings (listed under \
-"The user's bookings"); a move goes to a free slot of a fetch_free_slots result.
-- answer: anything else: a greeting, thanks, a question back, or a request that is not about appointments \
-(topic other). Never state free times or bookings in answer: you do not know them."""
+- cancel_booking / reschedule_booking: the user wants to cancel or move one of their bookings.
+- answer: only for a greeting or thanks with no request, a question back, or a request that is not about \
+appointments (topic other). Never state free times or bookings in answer: you do not know them.
+Examples:
+"Is Dr. Lee free on Friday?" -> fetch_free_slots
+"Book me with Dr. Lee tomorrow at 10, I'm Ann" -> fetch_free_slots with preferred_time 10:00
+"11:30 please" (after free times were listed) -> book_meeting
+"Which appointments do I have?" -> list_my_bookings
+"Please cancel my appointment" -> cancel_booking
+"Thanks, bye!" -> answer
+"What's the weather?" -> answer with topic other"""
 
 DAYS_AHEAD = 8
 
@@ -76,14 +83,18 @@ def system_prompt(directory: CalendarDirectory, now: datetime) -> str:
 
 
 def state_note(state: ConversationState, user_name: str | None) -> str:
-    """What the server knows now that the model needs to fill a call: the user's bookings (by
-    the labels cancel_booking and reschedule_booking take) and the user's name if known. Sent
-    after the conversation, so that the long stable prefix stays cached."""
-    if state.bookings:
-        listed = "; ".join(b.label for b in state.bookings)
-        text = f"The user's bookings: {listed}."
+    """What the server knows now that the model needs to pick and fill a call: whether free
+    times were offered (book_meeting books only those), the user's bookings (by the labels
+    cancel_booking and reschedule_booking take) and the user's name if known. Sent after the
+    conversation, so that the long stable prefix stays cached."""
+    if state.slots:
+        text = "Free times were offered in this conversation: book_meeting books one of them."
     else:
-        text = "The user has no upcoming bookings."
+        text = "No free times were offered yet: whoever wants to book must first get them from fetch_free_slots."
+    if state.bookings:
+        text += f" The user's bookings: {'; '.join(b.label for b in state.bookings)}."
+    else:
+        text += " The user has no bookings yet."
     if user_name:
         text += f" The user's name: {user_name}."
     return text

@@ -38,9 +38,13 @@ class FetchFreeSlotsCall(FetchFreeSlots):
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
         description="The time of day the user asked for, HH:MM in 24 h (10 am = 10:00); null if none.",
     )
+    move_booking: str | None = Field(
+        description="When the user wants to move one of their bookings to that day: the booking, exactly as "
+        "listed under the user's bookings; else null."
+    )
 
     def command(self) -> FetchFreeSlots:
-        return FetchFreeSlots.model_validate(self.model_dump(exclude={"preferred_time"}))
+        return FetchFreeSlots.model_validate(self.model_dump(exclude={"preferred_time", "move_booking"}))
 
 
 class BookMeetingCall(ToolArgs):
@@ -81,7 +85,9 @@ class Answer(ToolArgs):
 
 
 def _calendars(state: ConversationState) -> dict[str, list[str]] | None:
-    return {"calendar_ids": state.calendar_ids} if state.calendar_ids else None
+    if not state.calendar_ids:
+        return None
+    return {"calendar_ids": state.calendar_ids, "move_booking": [b.label for b in state.bookings]}
 
 
 def _offered(state: ConversationState) -> dict[str, list[str]] | None:
@@ -137,8 +143,14 @@ def with_choices(model: type[ToolArgs], choices: dict[str, list[str]]) -> type[T
     fields: dict[str, Any] = {}
     for name, values in choices.items():
         info = model.model_fields[name]
+        nullable = not info.is_required() or type(None) in getattr(info.annotation, "__args__", ())
+        if not values:  # nothing to choose from: only null
+            fields[name] = (None, Field(description=info.description))
+            continue
         enum = Literal[tuple(values)]  # type: ignore[valid-type]
-        if name == "calendar_ids":
+        if nullable:
+            fields[name] = (enum | None, Field(description=info.description))
+        elif name == "calendar_ids":
             fields[name] = (list[enum], Field(description=info.description, min_length=1, max_length=5))  # type: ignore[valid-type]
         else:
             fields[name] = (enum, Field(description=info.description))

@@ -25,6 +25,7 @@ def fetch(
             "duration_minutes": None,
             "timezone": None,
             "preferred_time": preferred,
+            "move_booking": None,
         },
     )
 

@@ -15,7 +15,7 @@ import pytest
 
 from services.calendar.store import CalendarStore
 from services.chat.guards import find_leaks
-from services.chat.loop import GAVE_UP, OFF_TOPIC
+from services.chat.loop import GAVE_UP, HOW_I_HELP, OFF_TOPIC
 from shared.keys import TenantKeys
 from shared.offers import REF_IN_TEXT
 from tests.conftest import System
@@ -176,15 +176,34 @@ async def test_an_answer_about_something_else_is_replaced_by_the_policy_reply(sy
     assert reply == OFF_TOPIC and "ibuprofen" not in reply
 
 
-@pytest.mark.parametrize("as_text", [False, True], ids=["answer tool", "text despite tool_choice"])
-async def test_claiming_a_booking_without_any_write_is_replaced_by_a_question(system: System, as_text: bool) -> None:
-    claim = "Done — you're booked with Dr. Lee tomorrow at 10:00!"
-    system.model.script(say(claim) if as_text else answer(claim))
+async def test_claiming_a_booking_without_any_write_is_replaced_by_a_question(system: System) -> None:
+    system.model.script(answer("Done — you're booked with Dr. Lee tomorrow at 10:00!"))
     response = await system.say("Book me with Dr. Lee tomorrow at 10")
     body = response.json()
     assert body["reply"] == GAVE_UP and "booked" not in body["reply"].lower()
     assert body["bookings"] == [] and await stored_bookings(system) == []
     assert len(system.model.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Done — you're booked with Dr. Lee tomorrow at 10:00!", "You can take up to 400 milligrams of ibuprofen."],
+    ids=["a claim", "off-topic advice"],
+)
+async def test_text_despite_tool_choice_is_asked_for_the_answer_call_then_replaced(system: System, text: str) -> None:
+    """A server that ignores tool_choice answers in text, which says nothing of its topic: the
+    chat asks once for the `answer` call, and text again gets a plain offer of help."""
+    system.model.script(say(text), say(text))
+    body = (await system.say("Book me with Dr. Lee tomorrow at 10")).json()
+    assert system.model.requests[1]["tool_choice"] == {"type": "function", "function": {"name": "answer"}}
+    assert body["reply"] == HOW_I_HELP
+    assert await stored_bookings(system) == []
+
+
+async def test_text_followed_by_an_answer_call_is_checked_like_any_answer(system: System) -> None:
+    system.model.script(say("Hello there"), answer("Take 400 mg of ibuprofen.", topic="other"))
+    body = (await system.say("How much ibuprofen can I take?")).json()
+    assert body["reply"] == OFF_TOPIC
 
 
 async def test_an_honest_answer_that_mentions_booking_reaches_the_user_unchanged(system: System) -> None:
@@ -226,15 +245,12 @@ async def test_a_client_retrying_one_request_three_times_gets_one_effect_and_one
     assert reused.status_code == 422
 
 
-@pytest.mark.parametrize("as_text", [False, True], ids=["answer tool", "text despite tool_choice"])
-async def test_a_leaked_marker_json_id_and_tool_name_are_stripped_from_the_models_words(
-    system: System, as_text: bool
-) -> None:
+async def test_a_leaked_marker_json_id_and_tool_name_are_stripped_from_the_models_words(system: System) -> None:
     leaky = (
         'Which day suits you? BOOKING_CONFIRMATION {"booking_id": "3f2a9c0e1b2d4f6a8b9c0d1e", "tool": "book_meeting"}'
         "\nI can use fetch_free_slots (call_abc123def) for s3."
     )
-    system.model.script(say(leaky) if as_text else answer(leaky))
+    system.model.script(answer(leaky))
     reply = (await system.say("Hi, I need an appointment")).json()["reply"]
     assert find_leaks(reply) == []
     assert reply.startswith("Which day suits you?")

@@ -139,14 +139,14 @@ def test_the_end_state_must_match_one_to_one() -> None:
     assert checks.match_end_state(s, [_booking(slot, user="bob")], ctx, {})[0].startswith("missing booking")
 
 
-def test_every_reply_is_checked_with_the_leak_guards_detector() -> None:
-    s = Scenario.model_validate({"name": "t", "turns": ["hi"], "expect": {"secrets": ["Quincy"]}})
+def test_every_reply_is_checked_for_the_scenarios_secrets_and_forbidden_words() -> None:
+    s = Scenario.model_validate(
+        {"name": "t", "turns": ["hi"], "expect": {"secrets": ["Quincy"], "reply_not_contains": ["400 mg"]}}
+    )
     ctx = context_for(s)
-    leaky = checks.check_reply('Done! BOOKING_CONFIRMATION {"booking_id": "x"}', ["confirmed"], s, ctx)
-    assert [leak.split(":")[0] for leak in leaky.leaks] == ["legacy marker", "json", "json", "identifier"]
-    assert checks.check_reply("Robert Quincy has 10:00.", [], s, ctx).secrets == ["Quincy"]
-    assert checks.check_reply("You're booked!", [], s, ctx).false_claim == "confirmed"
-    assert checks.check_reply("You're booked!", ["confirmed"], s, ctx) == checks.ReplyCheck([], [], None, [])
+    assert checks.check_reply("Robert Quincy has 10:00.", s, ctx).secrets == ["Quincy"]
+    assert checks.check_reply("Take 400 mg.", s, ctx).forbidden == ["400 mg"]
+    assert checks.check_reply("Which day suits you?", s, ctx) == checks.ReplyCheck([], [])
 
 
 @pytest.mark.parametrize(
