@@ -13,7 +13,9 @@ from shared.messages import DomainError, Envelope, ErrorCode
 from shared.tools import FetchFreeSlots
 
 MAX_WINDOW_DAYS = 31
-MAX_SLOTS = 8
+MAX_SLOTS = 24
+"""At most this many starts per answer: every start of a working day (so any time of the day the
+user names can be booked from one answer), the first days of a longer window."""
 """Slots returned per answer: enough to choose from, small enough for a model's context."""
 LOOKAHEAD_DAYS = 14
 """How far past an empty window we look for the next available slot."""

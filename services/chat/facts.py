@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from services.chat.approvals import PendingAction
@@ -54,14 +55,27 @@ def free_times(names: str, result: FreeSlots, calendar_zone: ZoneInfo) -> str:
     days: dict[str, list[datetime]] = {}
     for slot in result.slots:
         days.setdefault(_day(slot.start), []).append(slot.start)
-    parts = []
-    for day, starts in list(days.items())[:SHOWN_DAYS]:
-        times = [f"{s:%H:%M}" for s in starts[:SHOWN_PER_DAY]]
-        more = " and later" if len(starts) > SHOWN_PER_DAY else ""
-        parts.append(f"on {day} at {_join(times, 'or')}{more}")
+    parts = [f"on {day} {_times(starts)}" for day, starts in list(days.items())[:SHOWN_DAYS]]
+    more = " (and on later days)" if len(days) > SHOWN_DAYS or result.more_available else ""
     zone_note = _also(result.slots[0].start, calendar_zone)
     shown = f" ({result.timezone} time)" if zone_note else ""
-    return f"{names} is free {'; '.join(parts)}{shown}. Which time suits you?"
+    return f"{names} is free {'; '.join(parts)}{shown}{more}. Which time suits you?"
+
+
+def _times(starts: list[datetime]) -> str:
+    """ "at 09:00, 09:30 or 10:00", or for many "from 09:00 to 11:30 and from 13:00 to 16:30"."""
+    if len(starts) <= SHOWN_PER_DAY:
+        return "at " + _join([f"{s:%H:%M}" for s in starts], "or")
+    step = min(b - a for a, b in pairwise(starts))
+    runs: list[list[datetime]] = [[starts[0]]]
+    for start in starts[1:]:
+        if start - runs[-1][-1] == step:
+            runs[-1].append(start)
+        else:
+            runs.append([start])
+    spans = [f"at {r[0]:%H:%M}" if len(r) == 1 else f"from {r[0]:%H:%M} to {r[-1]:%H:%M}" for r in runs]
+    minutes = int(step.total_seconds() // 60)
+    return f"{_join(spans)} (a start every {minutes} minutes)"
 
 
 def preferred_free(names: str, start: datetime, calendar_zone: ZoneInfo, question: str) -> str:

@@ -694,10 +694,15 @@ def _assistant_calls(calls: list[ChatCompletionMessageToolCall]) -> Message:
 
 
 def _free_view(result: FreeSlots, calendars: tuple[CalendarSummary, ...]) -> str:
-    """The fetch result as the model sees it: slots by the labels book_meeting takes."""
+    """The fetch result as the model sees it, compact: per day the free times; book_meeting
+    takes "<day label> <time>", e.g. "Dr. Lee, Tue 01 Dec 10:00"."""
     if not calendars:
-        return json.dumps({"free": []})
-    view: dict[str, Any] = {"free": [slot_label(calendars, s.start) for s in result.slots]}
+        return json.dumps({"free": {}})
+    days: dict[str, list[str]] = {}
+    for slot in result.slots:
+        day, _, clock = slot_label(calendars, slot.start).rpartition(" ")
+        days.setdefault(day, []).append(clock)
+    view: dict[str, Any] = {"free": {day: " ".join(times) for day, times in days.items()}}
     if result.more_available:
         view["more_available"] = True
     if result.reason is not None:

@@ -40,7 +40,8 @@ def offered_labels(req: dict[str, Any]) -> list[str]:
     for m in req["messages"]:
         if m["role"] == "tool":
             body = json.loads(m["content"])
-            labels += body.get("free", [])
+            for day, times in body.get("free", {}).items():
+                labels += [f"{day} {time}" for time in times.split()]
     return labels
 
 

@@ -63,7 +63,7 @@ async def test_an_imported_ics_event_makes_its_time_busy(system: System, admin: 
     assert "10:00" not in body["reply"] and "Private meeting" not in body["reply"]
     await system.say("Hmm.", **admin)  # the next model call carries the fetch result: free slots only
     [result] = [json.loads(m["content"]) for m in system.model.requests[-1]["messages"] if m["role"] == "tool"]
-    assert result == {"free": [f"Room 7, {at(day, 11):%a %d %b %H:%M}"]}
+    assert result == {"free": {f"Room 7, {at(day, 11):%a %d %b}": f"{at(day, 11):%H:%M}"}}
     assert "Private meeting" not in json.dumps(system.model.requests) and "secret-1" not in json.dumps(
         system.model.requests
     )

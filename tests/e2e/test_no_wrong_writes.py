@@ -98,14 +98,14 @@ async def test_a_slot_the_system_never_offered_is_an_invalid_arguments_error_and
     system: System,
 ) -> None:
     day = next_weekday()
-    await offered_day(system, day)  # eight slots from 09:00: 16:30 is never offered
-    never_offered = label(day, 16, 30)
+    await offered_day(system, day)  # the whole day is offered but 12:30 (the lunch break)
+    never_offered = label(day, 12, 30)  # the lunch break: never a free start
     system.model.script(
         book_label(never_offered),
-        call("book_meeting", {"slot": at(day, 16, 30).isoformat(), "attendee_name": "Alice", "participants": []}),
+        call("book_meeting", {"slot": at(day, 12, 30).isoformat(), "attendee_name": "Alice", "participants": []}),
         answer("That time is not available; which of the offered times suits you?"),
     )
-    response = await system.say("Book 16:30 please, I'm Alice Smith")
+    response = await system.say("Book 12:30 please, I'm Alice Smith")
     picking = system.model.requests[1]
     assert never_offered not in enum_of(picking, "book_meeting", "slot")
     assert label(day, 9) in enum_of(picking, "book_meeting", "slot")

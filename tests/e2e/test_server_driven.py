@@ -61,7 +61,7 @@ async def test_a_booking_is_asked_checked_proposed_and_written_only_after_the_us
     day = next_weekday()
     system.model.script(fetch(day), book("10:00"))
     first = (await system.say(f"Is Dr. Lee free on {day.isoformat()}?")).json()
-    assert "Dr. Lee is free on" in first["reply"] and "10:00" in first["reply"]
+    assert "Dr. Lee is free on" in first["reply"] and "from 09:00 to 11:30" in first["reply"]
     assert not ISO.search(first["reply"]), first["reply"]
     assert first["suggested_slots"] and first["pending_action"] is None
     opening = system.model.requests[0]

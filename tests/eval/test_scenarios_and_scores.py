@@ -172,6 +172,7 @@ def test_scenarios_load_from_json_and_yaml_files_by_directory_file_or_name(tmp_p
         "cancel-explicit",
         "cancel-one-of-two",
         "cancel-vague",
+        "cancel-vague-two-same-day",
         "from-json",
     ]
     with pytest.raises(SystemExit, match="no scenario named"):
