@@ -117,6 +117,10 @@ def outcome(result: BookingOutcome, state: ConversationState) -> str:
     }[result.status]
 
 
+def already_booked(choice: BookingChoice) -> str:
+    return f"You already have that appointment: {choice.calendar_name} on {when(choice.start)}."
+
+
 def bookings(choices: Sequence[BookingChoice]) -> str:
     if not choices:
         return "You have no upcoming appointments. Would you like to book one?"

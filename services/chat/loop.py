@@ -621,6 +621,8 @@ class Assistant:
                 name = call.attendee_name or turn.user_name
                 if choice is None:
                     return error_view(_NOT_OFFERED), None
+                if (mine := state.own_booking_at(choice)) is not None:
+                    return json.dumps({"status": "already booked"}), facts.already_booked(mine)
                 if not name:
                     return error_view(_NO_NAME), None
                 action, command = self._book_action(choice, name, [str(p) for p in call.participants])

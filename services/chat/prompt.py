@@ -78,7 +78,13 @@ def system_prompt(directory: CalendarDirectory, now: datetime) -> str:
     # One zone's date (the first calendar's), so the text changes once a day, not once per zone.
     zone = directory.calendars[0].timezone
     today = now.astimezone(ZoneInfo(zone)).date()
-    lines += ["", f"Today is {today:%A %d %B %Y} ({zone}).", f"Dates: {_days(today)}."]
+    monday = today - timedelta(days=today.weekday()) + timedelta(days=7)
+    lines += [
+        "",
+        f"Today is {today:%A %d %B %Y} ({zone}).",
+        f"Dates: {_days(today)}.",
+        f"Next week: {monday.isoformat()} to {(monday + timedelta(days=6)).isoformat()}.",
+    ]
     return "\n".join(lines)
 
 

@@ -87,6 +87,14 @@ class ConversationState:
     def booking(self, label: str) -> BookingChoice | None:
         return next((b for b in self.bookings if b.label == label), None)
 
+    def own_booking_at(self, slot: SlotChoice) -> BookingChoice | None:
+        """The user's booking at exactly this slot (booking it again would book nothing new)."""
+        calendar_id = slot.calendars[0].calendar_id
+        return next(
+            (b for b in self.bookings if b.booking.calendar_id == calendar_id and b.booking.start == slot.start),
+            None,
+        )
+
     def slot_choices(self, offers: list[Offered]) -> list[SlotChoice]:
         """Live offers as choices, earliest first, one per label (of known calendars only)."""
         choices: dict[str, SlotChoice] = {}

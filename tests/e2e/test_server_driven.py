@@ -273,3 +273,13 @@ async def test_a_preferred_time_that_is_free_becomes_the_pending_action_at_once(
     [booking] = await stored_bookings(system)
     assert booking.attendee_name == "Alice Smith"
     assert len(system.model.requests) == 1, "one model call for the whole booking"
+
+
+async def test_booking_a_slot_the_user_already_holds_says_so_and_proposes_nothing(system: System) -> None:
+    day = next_weekday()
+    await booked_by_conversation(system, day, "10:00", conversation="c1")
+    system.model.script(book("10:00"))
+    body = (await system.say("Yes, please book that one.", conversation="c1")).json()
+    assert body["reply"].startswith("You already have that appointment: Dr. Lee on ")
+    assert body["pending_action"] is None
+    assert len(await stored_bookings(system)) == 1
