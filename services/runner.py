@@ -94,7 +94,8 @@ def local_model_env(ports: Ports, environ: Mapping[str, str]) -> dict[str, str]:
         ("OPENAI_TEMPERATURE", "0"),
         ("OPENAI_TIMEOUT_S", "300"),
         ("OPENAI_MAX_RETRIES", "0"),
-        ("WRITE_REPLY_FROM_MODEL", "false"),
+        ("MODEL_ALLOWED_TOOLS", "true"),
+        ("MODEL_WARMUP", "true"),
     ):
         if name not in environ:
             env[name] = value
@@ -250,8 +251,9 @@ def model_health(url: str) -> bool | None:
 
 
 def chat_health(url: str) -> bool | None:
+    """Ready: Redis, the consumer groups, the model configured and (local model) its prompt warm."""
     try:
-        return True if httpx.get(f"{url}/healthz", timeout=5).status_code == 200 else None
+        return True if httpx.get(f"{url}/readyz", timeout=5).status_code == 200 else None
     except httpx.HTTPError:
         return None
 

@@ -41,10 +41,10 @@ class Settings(BaseSettings):
     default_tenant: str = "demo"
     tool_timeout_s: float = 10.0
     max_model_rounds: int = 6
-    write_reply_from_model: bool = True
-    """False: after a round whose calls all committed writes, reply from the committed facts
-    ("Your appointment with Dr. Lee on Mon 30 Nov at 14:00 is booked.") instead of another model
-    call. Saves one round trip per booking; the runner sets it for the small local model."""
+    model_warmup: bool = False
+    """True: when the chat starts it sends the model one request with the system prompt and the
+    tools, so that a local model server holds that long prefix in its cache before the first
+    user arrives (/readyz waits for it). The runner sets it for the local model."""
     model_allowed_tools: bool = False
     """True: every model call lists all tools with the same schemas and restricts what may be
     called now with tool_choice `allowed_tools` (OpenAI and the local model server support it),

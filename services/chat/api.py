@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -71,9 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.api_keys = ApiKeys(redis)
         app.state.limiter = RateLimiter(redis)
         app.state.scope_conversation = scope_conversation
+        app.state.warm = asyncio.Event()
+        warming = asyncio.create_task(_warm(app.state.assistant, settings, app.state.warm))
         try:
             yield
         finally:
+            warming.cancel()
             await bus.stop()
             await broker.stop()
             await client.close()
@@ -190,7 +194,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", responses={503: {}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: Redis answers, the consumer groups exist, a model endpoint is configured."""
-        checks = {"redis": False, "groups": False, "model": bool(settings.openai_base_url or settings.openai_api_key)}
+        checks = {
+            "redis": False,
+            "groups": False,
+            "model": bool(settings.openai_base_url or settings.openai_api_key),
+            "model_warm": request.app.state.warm.is_set(),
+        }
         redis: Redis = request.app.state.redis
         try:
             checks["redis"] = bool(await redis.ping())
@@ -221,6 +230,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(PAGE, media_type="text/html")
 
     return app
+
+
+async def _warm(assistant: Assistant, settings: Settings, done: asyncio.Event) -> None:
+    """The local model's prompt prefix evaluated before the first user (settings.model_warmup)."""
+    if settings.model_warmup:
+        try:
+            await assistant.warm_up(settings.default_tenant)
+        except Exception:  # a cold cache costs time, not correctness
+            log.exception("warming the model's prompt failed")
+    done.set()
 
 
 def scope_conversation(user_id: str, conversation_id: str) -> str:

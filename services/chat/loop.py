@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -221,6 +222,26 @@ class Assistant:
             turn, kind, payload, call_id, key or f"{turn.conversation_id}:{turn.turn_id}:{call_id}"
         )
         return await self.bus.request(envelope, self.settings.tool_timeout_s)
+
+    async def warm_up(self, tenant_id: str, attempts: int = 60) -> bool:
+        """One request with the system prompt, the tools and the opening state note, so that a
+        local model server caches that long prefix before the first user arrives."""
+        turn = Turn(tenant_id=tenant_id, user_id="warmup", conversation_id="warmup", text="Hello")
+        for _ in range(attempts):  # the calendar worker may still be starting
+            self._directories.pop(tenant_id, None)
+            directory = await self.directory(turn)
+            if directory.calendars:
+                break
+            await asyncio.sleep(1)
+        state = ConversationState(directory)
+        offered = chat_tools.offer(state, all_listed=self.settings.model_allowed_tools)
+        note: Message = {"role": "system", "content": state_note(state, None)}
+        started = time.perf_counter()
+        completion = await self._complete(
+            [self._system(state), note, {"role": "user", "content": "Hello"}], offered, None
+        )
+        log.info("model prompt warmed in %.1f s", time.perf_counter() - started)
+        return completion is not None
 
     # ------------------------------------------------------------------ a turn
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 
+import httpx
 import pytest
+import uvicorn
 
 from services.calendar.store import CalendarStore
+from services.chat.api import create_app
 from services.chat.loop import UNAVAILABLE
 from shared.settings import Settings
 from tests.conftest import System, make_settings
@@ -191,7 +195,31 @@ async def test_web_page_is_served_at_the_root(system: System) -> None:
 async def test_readiness_reports_redis_groups_and_model(system: System) -> None:
     response = await system.http.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"ready": True, "checks": {"redis": True, "groups": True, "model": True}}
+    checks = {"redis": True, "groups": True, "model": True, "model_warm": True}
+    assert response.json() == {"ready": True, "checks": checks}
+
+
+async def test_a_warm_up_sends_the_prompt_and_tools_once_and_readiness_waits_for_it(
+    settings: Settings, workers: None, model: ScriptedModel
+) -> None:
+    model.script(answer("Hello"))
+    warm = settings.model_copy(update={"model_warmup": True, "model_allowed_tools": True})
+    server = uvicorn.Server(uvicorn.Config(create_app(warm), host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        for _ in range(200):
+            if (await http.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (await http.get("/readyz")).json()["checks"]["model_warm"] is True
+    server.should_exit = True
+    await task
+    [request] = model.requests
+    assert request["messages"][0]["role"] == "system" and "booking assistant" in request["messages"][0]["content"]
+    assert {t["function"]["name"] for t in request["tools"]} >= {"fetch_free_slots", "book_meeting", "answer"}
 
 
 async def test_metrics_count_tool_calls_and_bookings_and_show_stream_lag(system: System) -> None:
