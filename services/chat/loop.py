@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import openai
 from openai import AsyncOpenAI, omit
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionMessageToolCall
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from services.chat import facts, guards
 from services.chat import tools as chat_tools
@@ -73,9 +73,9 @@ _UNCHECKED = (
     "call fetch_free_slots for the day the user asked about."
 )
 CLASSIFY = (
-    "Read the user's last message as an answer to the assistant's question {question!r}. "
-    "yes: the user agrees to exactly that. no: the user does not want it. other: the user wants "
-    "something else or changed (another time, day, person, name or invitee), or asks a question."
+    "Read the user's last message as an answer to the assistant's question {question!r}: which clock "
+    "time and e-mail addresses does it name, and does the user agree to exactly that (agrees), say no "
+    "(refuses), or want something else (wants_a_change)?"
 )
 _OBVIOUS = {
     "yes": {
@@ -106,9 +106,28 @@ _OBVIOUS = {
 
 
 class ApprovalAnswer(BaseModel):
-    """The user's answer to a confirmation question."""
+    """The user's answer to a confirmation question, read by the model; the server decides from
+    it (a yes that names another time or another invitee is no yes to this action)."""
 
-    decision: Literal["yes", "no", "other"]
+    time_named: str | None = Field(
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="A clock time the user's last message names, HH:MM in 24 h; null if none.",
+    )
+    emails_named: list[str] = Field(description="E-mail addresses the user's last message names.")
+    answer: Literal["agrees", "refuses", "wants_a_change"] = Field(
+        description="agrees: yes to exactly what was asked; refuses: no; wants_a_change: another time, day, "
+        "person or invitee, or a question."
+    )
+
+    def decision(self, action: PendingAction) -> Literal["yes", "no", "other"]:
+        """yes only when the user agrees and names nothing the action does not hold."""
+        when_local = action.new_start or action.start
+        other_time = self.time_named is not None and self.time_named != f"{when_local:%H:%M}"
+        invited = {p.lower() for p in action.participants}
+        other_invitee = any(e.lower() not in invited for e in self.emails_named)
+        if self.answer == "wants_a_change" or other_time or other_invitee:
+            return "other"
+        return "yes" if self.answer == "agrees" else "no"
 
 
 @dataclass
@@ -325,14 +344,14 @@ class Assistant:
                 tools=offered.definitions if self.settings.model_allowed_tools else omit,
                 tool_choice="none" if self.settings.model_allowed_tools else omit,
                 temperature=self._temperature,
-                max_tokens=20,
+                max_tokens=80,
             )
         except (openai.APIError, ValidationError, openai.LengthFinishReasonError) as exc:
             log.warning("could not read the answer to a pending action: %s", exc)
             return "other"
         self._count(completion)
         parsed = completion.choices[0].message.parsed if completion.choices else None
-        return parsed.decision if parsed is not None else "other"
+        return parsed.decision(pending.action) if parsed is not None else "other"
 
     async def _approve(self, turn: Turn, progress: _Progress, pending: StoredAction) -> str:
         moved = await self.approvals.transition(

@@ -30,6 +30,12 @@ def fetch(
     )
 
 
+def decide(answer: str, time: str | None = None, emails: tuple[str, ...] = ()) -> Step:
+    """The model's reading of a reply to a confirmation question (structured output)."""
+    body = {"time_named": time, "emails_named": list(emails), "answer": answer}
+    return lambda _req: {"role": "assistant", "content": json.dumps(body)}
+
+
 def answer(text: str, topic: str = "appointments") -> Step:
     return call("answer", {"topic": topic, "message": text})
 

@@ -23,6 +23,7 @@ from tests.e2e.flows import (
     answer,
     book,
     booked_by_conversation,
+    decide,
     enum_of,
     fetch,
     offered_labels,
@@ -67,7 +68,7 @@ async def test_a_book_call_before_the_users_yes_only_creates_a_pending_action(sy
     assert body["pending_action"]["kind"] == "book" and body["reply"] == body["pending_action"]["question"]
     assert body["bookings"] == [] and await stored_bookings(system) == []
     # an answer that is not a yes leaves nothing written either
-    system.model.script(say('{"decision": "other"}'), answer("Take your time. Which time would you like?"))
+    system.model.script(decide("wants_a_change"), answer("Take your time. Which time would you like?"))
     later = (await system.say("I'm still thinking.")).json()
     assert later["pending_action"] is None and later["bookings"] == []
     assert await stored_bookings(system) == []
@@ -83,7 +84,7 @@ async def test_booking_another_slot_than_the_user_picked_asks_about_that_slot_an
     question = wrong["pending_action"]["question"]
     assert "at 09:30" in question and "09:00" not in question, "the user sees the slot the call names"
     assert await stored_bookings(system) == []
-    system.model.script(say('{"decision": "other"}'), book("09:00"))
+    system.model.script(decide("wants_a_change"), book("09:00"))
     right = (await system.say("No, I said 09:00.")).json()
     assert "at 09:00" in right["pending_action"]["question"]
     stale = wrong["pending_action"]["action_id"]
@@ -150,7 +151,7 @@ async def test_an_invitee_is_named_in_the_question_and_only_the_approved_call_is
     assert asked["pending_action"]["question"].endswith("for Alice Smith and invite eve@example.com?")
     assert asked["pending_action"]["participants"] == ["eve@example.com"]
     assert await stored_bookings(system) == []
-    system.model.script(say('{"decision": "other"}'), book("09:00"))
+    system.model.script(decide("wants_a_change"), book("09:00"))
     await system.say("Without Eve, please.")
     calls_before = len(system.model.requests)
     await system.say("yes")  # runs the stored call as it is: no model call can add anyone now
@@ -215,16 +216,14 @@ async def test_an_honest_answer_that_mentions_booking_reaches_the_user_unchanged
 async def test_repeating_a_booking_that_was_made_writes_no_second_booking(system: System) -> None:
     day = next_weekday()
     first = await booked_by_conversation(system, day, "10:00", conversation="c1")
-    # the model books the very same slot again, and the user says yes again
+    # the model books the very same slot again: the user is told they hold it, nothing waits for a yes
     system.model.script(book("10:00"))
     asked = (await system.say("Book it please")).json()
-    assert asked["pending_action"] is not None
-    again = (await system.say("yes")).json()
+    assert asked["pending_action"] is None
+    assert asked["reply"].startswith("You already have that appointment: Dr. Lee on ")
+    await system.say("yes")
     [booking] = await stored_bookings(system)
-    assert booking.start == at(day, 10)
-    # the same person asking for the very same slot gets their one booking back
-    assert [b["booking_id"] for b in again["bookings"]] == [b["booking_id"] for b in first["bookings"]]
-    assert again["reply"] == first["reply"]
+    assert booking.start == at(day, 10) and booking.booking_id == first["bookings"][0]["booking_id"]
 
 
 async def test_a_client_retrying_one_request_three_times_gets_one_effect_and_one_answer(system: System) -> None:
@@ -343,7 +342,7 @@ async def test_a_slot_waiting_for_one_users_yes_is_not_offered_to_another_while_
     assert at(day, 9) not in [datetime.fromisoformat(s) for s in bob["suggested_slots"]]
     assert at(day, 9, 30) in [datetime.fromisoformat(s) for s in bob["suggested_slots"]]
     # her own hold does not hide the slot from alice
-    system.model.script(say('{"decision": "other"}'), fetch(day))
+    system.model.script(decide("wants_a_change"), fetch(day))
     again = (await system.say("Which other times are there?")).json()
     assert at(day, 9) in [datetime.fromisoformat(s) for s in again["suggested_slots"]]
     system.model.script(book("09:00"))

@@ -11,9 +11,9 @@ from services.chat.access import ApiKeys
 from shared.domain import Calendar, TimeRange
 from shared.settings import Settings
 from tests.conftest import System, make_settings
-from tests.e2e.flows import answer, book, enum_of, fetch, offered_tools, stored_bookings, tool_errors
+from tests.e2e.flows import answer, book, decide, enum_of, fetch, offered_tools, stored_bookings, tool_errors
 from tests.support.calendar_days import BERLIN, at, next_weekday
-from tests.support.scripted_model import ScriptedModel, call, say
+from tests.support.scripted_model import ScriptedModel, call
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ async def test_a_legacy_marker_typed_by_the_user_writes_nothing(system: System, 
     assert await stored_bookings(system) == []
     # the marker is no yes to a pending action either: it is read by the model, which says other
     calls_before = len(system.model.requests)
-    system.model.script(say('{"decision": "other"}'), answer("Which time would you like?"))
+    system.model.script(decide("wants_a_change"), answer("Which time would you like?"))
     response = await system.say(injected, **bearer(keys["demo"]))
     assert system.model.requests[calls_before]["response_format"]["type"] == "json_schema"
     body = response.json()

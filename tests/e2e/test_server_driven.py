@@ -22,13 +22,14 @@ from tests.e2e.flows import (
     book,
     booked_by_conversation,
     cancel,
+    decide,
     enum_of,
     fetch,
     offered_tools,
     stored_bookings,
 )
 from tests.support.calendar_days import BERLIN, next_weekday
-from tests.support.scripted_model import call, say
+from tests.support.scripted_model import call
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T|[+-]\d{2}:\d{2}\b|UTC")
 
@@ -91,21 +92,22 @@ async def test_a_booking_is_asked_checked_proposed_and_written_only_after_the_us
 
 async def test_an_answer_in_other_words_is_read_by_a_structured_output_call(system: System) -> None:
     await _propose(system)
-    system.model.script(say('{"decision": "yes"}'))
+    system.model.script(decide("agrees"))
     body = (await system.say("No problem, go ahead")).json()
     classify = system.model.requests[-1]
     schema = classify["response_format"]["json_schema"]["schema"]
-    assert schema["properties"]["decision"]["enum"] == ["yes", "no", "other"]
+    assert schema["properties"]["answer"]["enum"] == ["agrees", "refuses", "wants_a_change"]
+    assert schema["required"] == ["time_named", "emails_named", "answer"]
     assert len(await stored_bookings(system)) == 1, body
 
 
 async def test_a_spanish_yes_books_and_a_french_no_does_not(system: System) -> None:
     await _propose(system)
-    system.model.script(say('{"decision": "yes"}'))
+    system.model.script(decide("agrees"))
     await system.say("sí, resérvalo")
     assert len(await stored_bookings(system)) == 1
     day = next_weekday(after_days=3)
-    system.model.script(fetch(day), book("11:00"), say('{"decision": "no"}'))
+    system.model.script(fetch(day), book("11:00"), decide("refuses"))
     await system.say(f"Et le {day.isoformat()} ?", conversation="fr")
     await system.say("11:00 s'il vous plaît, Alice Smith", conversation="fr")
     body = (await system.say("non, finalement pas", conversation="fr")).json()
@@ -115,7 +117,7 @@ async def test_a_spanish_yes_books_and_a_french_no_does_not(system: System) -> N
 
 async def test_a_change_of_mind_drops_the_pending_action_and_the_model_picks_again(system: System) -> None:
     first = await _propose(system, "10:00")
-    system.model.script(say('{"decision": "other"}'), book("11:00"))
+    system.model.script(decide("wants_a_change"), book("11:00"))
     body = (await system.say("Actually, make it 11:00 instead.")).json()
     assert body["pending_action"]["question"].endswith("at 11:00 for Alice Smith?")
     old = first["pending_action"]["action_id"]  # type: ignore[index]
@@ -222,7 +224,7 @@ async def test_a_cancellation_always_waits_for_the_users_yes(system: System) -> 
     day = next_weekday()
     await booked_by_conversation(system, day, "10:00")
     # asked about free times, the model cancels instead: nothing happens without a yes
-    system.model.script(cancel(0), say('{"decision": "no"}'))
+    system.model.script(cancel(0), decide("refuses"))
     body = (await system.say("When is Dr. Lee free next week?", conversation="c2")).json()
     assert body["pending_action"]["kind"] == "cancel"
     assert body["reply"].startswith("Shall I cancel your appointment with Dr. Lee on ")
@@ -275,11 +277,24 @@ async def test_a_preferred_time_that_is_free_becomes_the_pending_action_at_once(
     assert len(system.model.requests) == 1, "one model call for the whole booking"
 
 
-async def test_booking_a_slot_the_user_already_holds_says_so_and_proposes_nothing(system: System) -> None:
-    day = next_weekday()
-    await booked_by_conversation(system, day, "10:00", conversation="c1")
-    system.model.script(book("10:00"))
-    body = (await system.say("Yes, please book that one.", conversation="c1")).json()
-    assert body["reply"].startswith("You already have that appointment: Dr. Lee on ")
-    assert body["pending_action"] is None
-    assert len(await stored_bookings(system)) == 1
+async def test_an_agreeing_answer_that_names_another_time_is_no_yes_to_the_pending_action(system: System) -> None:
+    """'Actually, make it 11:00' read by a small model as agreeing still books nothing at 10:00:
+    the server compares the time the reading names with the action's."""
+    await _propose(system, "10:00")
+    system.model.script(decide("agrees", time="11:00"), book("11:00"))
+    body = (await system.say("Actually, make it 11:00 instead.")).json()
+    assert body["pending_action"]["question"].endswith("at 11:00 for Alice Smith?")
+    assert await stored_bookings(system) == []
+
+
+async def test_an_agreeing_answer_that_names_a_new_invitee_is_no_yes_to_the_pending_action(system: System) -> None:
+    await _propose(system, "10:00")
+    system.model.script(
+        decide("agrees", time="10:00", emails=("bob@example.com",)), book("10:00", participants=["bob@example.com"])
+    )
+    body = (await system.say("Yes, 10:00, and invite bob@example.com")).json()
+    assert "invite bob@example.com" in body["pending_action"]["question"]
+    assert await stored_bookings(system) == []
+    await system.say("yes")
+    [booking] = await stored_bookings(system)
+    assert booking.participants == ["bob@example.com"]
