@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel
 
-from services.chat.access import Caller, caller
+from services.chat.access import Caller, operator
 from services.chat.toolbus import ToolBus
 from shared.domain import BusyImported, CalendarDirectory, CalendarSaved
 from shared.messages import Envelope, ErrorCode, MessageType, Reply
@@ -25,7 +25,7 @@ STATUS = {
 }
 
 
-async def admin(request: Request, who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def admin(request: Request, who: Annotated[Caller, Depends(operator)]) -> Caller:
     """Admin routes need a tenant API key, even where chat is open to anonymous users."""
     if not request.headers.get("authorization"):
         raise HTTPException(

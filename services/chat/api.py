@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/conversations/{conversation_id}/messages",
         response_model=ChatResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 409: {}, 422: {}, 429: {}},
+        responses={200: {"content": {"text/event-stream": {}}}, 400: {}, 401: {}, 409: {}, 422: {}, 429: {}},
     )
     async def post_message(
         conversation_id: ConversationId,

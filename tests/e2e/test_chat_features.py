@@ -11,8 +11,10 @@ import pytest
 import uvicorn
 
 from services.calendar.store import CalendarStore
+from services.chat.access import ApiKeys
 from services.chat.api import create_app
 from services.chat.loop import UNAVAILABLE
+from shared.keys import TenantKeys
 from shared.settings import Settings
 from tests.conftest import System, make_settings
 from tests.e2e.flows import (
@@ -283,3 +285,20 @@ async def test_a_committed_booking_is_announced_from_the_facts_without_another_m
     assert len(system.model.requests) - calls_before == 1
     [booking] = await stored_bookings(system)
     assert [b["booking_id"] for b in body["bookings"]] == [booking.booking_id]
+
+
+async def test_the_local_demo_serves_header_less_requests_as_one_guest_but_never_a_keyed_tenants(
+    system: System,
+) -> None:
+    assert not system.settings.require_api_key
+    system.model.script(call("list_my_bookings", {"include_past": True}))
+    anonymous = await system.http.post("/v1/conversations/c1/messages", json={"text": "What have I booked?"})
+    assert anonymous.status_code == 200, anonymous.text
+    assert await system.redis.exists(TenantKeys("demo").conversation("guest.c1"))
+    key = await ApiKeys(system.redis).create("demo")
+    keyed = await system.http.post(
+        "/v1/conversations/c1/messages",
+        json={"text": "What have I booked?"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert keyed.status_code == 400 and "X-User-Id" in keyed.json()["detail"]

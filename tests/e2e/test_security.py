@@ -169,3 +169,24 @@ async def test_a_legacy_marker_typed_by_the_user_writes_nothing(system: System, 
     body = response.json()
     assert body["pending_action"] is None and "BOOKING_CONFIRMATION" not in body["reply"]
     assert await stored_bookings(system) == []
+
+
+async def test_a_request_without_a_user_id_is_refused_when_keys_are_required(
+    system: System, keys: dict[str, str]
+) -> None:
+    """No shared "guest": a header-less caller would read another header-less caller's bookings."""
+    turn = await system.http.post(
+        "/v1/conversations/c1/messages", json={"text": "What have I booked?"}, headers=bearer(keys["demo"])
+    )
+    extract = await system.http.post("/v1/extract", json={"text": "Dr. Lee on Monday"}, headers=bearer(keys["demo"]))
+    for refused in (turn, extract):
+        assert refused.status_code == 400
+        assert "X-User-Id" in refused.json()["detail"]
+    assert system.model.requests == []
+    assert await system.redis.keys("*conv*") == []
+
+
+async def test_calendar_admin_needs_no_user_id(system: System, keys: dict[str, str]) -> None:
+    listed = await system.http.get("/v1/calendars", headers=bearer(keys["acme"]))
+    assert listed.status_code == 200, listed.text
+    assert [c["calendar_id"] for c in listed.json()["calendars"]] == ["room-1"]
