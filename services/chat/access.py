@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
+from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from shared.domain import Identifier
@@ -27,6 +28,21 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+TENANT_ID = TypeAdapter(Identifier)
+
+
+def checked_tenant_id(tenant_id: str) -> str:
+    """The tenant id if requests can carry it (shared.domain.Identifier), else ValueError
+    saying how to write one: a key for any other id would fail every request it is sent with."""
+    try:
+        return TENANT_ID.validate_python(tenant_id)
+    except ValidationError:
+        raise ValueError(
+            f"invalid tenant id {tenant_id!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit (e.g. 'acme-corp')"
+        ) from None
+
+
 class ApiKeys:
     """Tenant API keys. Only their sha256 is stored; the key itself is shown once, at creation."""
 
@@ -34,6 +50,8 @@ class ApiKeys:
         self.redis = redis
 
     async def create(self, tenant_id: str) -> str:
+        """A new key for the tenant (ValueError for a tenant id no request could use)."""
+        tenant_id = checked_tenant_id(tenant_id)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         await self.redis.set(api_key(digest(key)), tenant_id)
         return key

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 
 import pytest
 
@@ -190,3 +193,30 @@ async def test_calendar_admin_needs_no_user_id(system: System, keys: dict[str, s
     listed = await system.http.get("/v1/calendars", headers=bearer(keys["acme"]))
     assert listed.status_code == 200, listed.text
     assert [c["calendar_id"] for c in listed.json()["calendars"]] == ["room-1"]
+
+
+async def apikeys_command(redis_url: str, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.chat.apikeys",
+        *args,
+        env={**os.environ, "REDIS_URL": redis_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_key_command_refuses_a_tenant_id_no_request_could_use(system: System) -> None:
+    status, out, err = await apikeys_command(system.settings.redis_url, "create", "Acme Corp")
+    assert status == 2 and out == ""
+    assert "invalid tenant id 'Acme Corp'" in err and "lower-case" in err
+    assert await system.redis.keys("apikey:*") == []
+    # a valid id gets a key that every request can use
+    status, out, _ = await apikeys_command(system.settings.redis_url, "create", "acme-corp")
+    assert status == 0
+    system.model.script(say("Hello!"))
+    assert (await system.say("hi", **bearer(out.strip()))).status_code == 200
