@@ -11,6 +11,8 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from faststream.redis import RedisBroker
@@ -113,6 +115,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             content={"detail": f"Temporarily unable to answer; reference {rid}."},
             headers={"X-Request-ID": rid},
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with the reasons. The offending input is echoed with what UTF-8 cannot carry (a
+        lone surrogate such as \\ud800) replaced, so the client's mistake never becomes a 503."""
+        return JSONResponse(status_code=422, content={"detail": _encodable(jsonable_encoder(exc.errors()))})
 
     @app.exception_handler(RedisError)
     async def storage_unavailable(request: Request, exc: RedisError) -> JSONResponse:
@@ -245,6 +253,17 @@ async def _warm(assistant: Assistant, settings: Settings, done: asyncio.Event) -
 def scope_conversation(user_id: str, conversation_id: str) -> str:
     """Conversations are scoped to their user: another user's id names another conversation."""
     return f"{user_id}.{conversation_id}"
+
+
+def _encodable(value: Any) -> Any:
+    """The JSON value with every string made encodable as UTF-8 (lone surrogates become '?')."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
 
 
 async def _groups(redis: Redis, stream: str) -> list[dict[str, Any]]:

@@ -189,6 +189,20 @@ async def test_bad_requests_get_a_4xx_with_a_reason(system: System, path: str, b
     assert system.model.requests == []
 
 
+@pytest.mark.parametrize("path", ["/v1/conversations/c1/messages", "/v1/extract"])
+async def test_text_with_a_lone_surrogate_gets_a_422_with_a_reason(system: System, path: str) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); no UTF-8 text holds it."""
+    response = await system.http.post(
+        path,
+        content=b'{"text": "Dr. Lee on Monday \\ud800 please"}',
+        headers={"Content-Type": "application/json", "X-User-Id": "alice"},
+    )
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "text"] and "unicode" in problem["msg"]
+    assert system.model.requests == []
+
+
 async def test_web_page_is_served_at_the_root(system: System) -> None:
     response = await system.http.get("/")
     assert response.status_code == 200 and "<form" in response.text
