@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
+from annotated_types import MaxLen
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +36,7 @@ from services.chat.sse import respond, stream_turn
 from services.chat.toolbus import ToolBus
 from shared import metrics, streams
 from shared.logs import bind_log_context, log_context
+from shared.messages import Envelope
 from shared.redis import as_text, connect
 from shared.settings import Settings, get_settings
 
@@ -44,6 +47,11 @@ ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", descripti
 UserName = Annotated[
     str | None, Header(max_length=100, description="The user's display name, from the gateway (used for bookings).")
 ]
+SCOPED_ID_MAX = next(
+    (m.max_length for m in Envelope.model_fields["conversation_id"].metadata if isinstance(m, MaxLen)), 100
+)
+"""The longest conversation id an envelope carries."""
+
 IdempotencyKey = Annotated[
     str | None, Header(min_length=1, max_length=200, description="Retries with one key run once.")
 ]
@@ -182,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         if not stream:
             return JSONResponse(content=(await run()).model_dump(mode="json"))
-        return StreamingResponse(stream_turn(run), media_type="text/event-stream")
+        return StreamingResponse(stream_turn(run, request.state.request_id), media_type="text/event-stream")
 
     @app.post("/v1/extract", response_model=ExtractResponse)
     async def post_extract(
@@ -251,8 +259,14 @@ async def _warm(assistant: Assistant, settings: Settings, done: asyncio.Event) -
 
 
 def scope_conversation(user_id: str, conversation_id: str) -> str:
-    """Conversations are scoped to their user: another user's id names another conversation."""
-    return f"{user_id}.{conversation_id}"
+    """The conversation as stored and sent: scoped to its user, so that another user's id names
+    another conversation. `user.conversation` when it fits the envelope; else the user and a
+    stable digest of the client's id (`user.~<32 hex>`: '~' never occurs in a client's id, so a
+    digest never equals one). The longest user (63) and conversation (64) ids both fit."""
+    scoped = f"{user_id}.{conversation_id}"
+    if len(scoped) <= SCOPED_ID_MAX:
+        return scoped
+    return f"{user_id}.~{hashlib.sha256(conversation_id.encode()).hexdigest()[:32]}"
 
 
 def _encodable(value: Any) -> Any:

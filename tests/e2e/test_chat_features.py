@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ import uvicorn
 
 from services.calendar.store import CalendarStore
 from services.chat.access import ApiKeys
-from services.chat.api import create_app
+from services.chat.api import create_app, scope_conversation
 from services.chat.loop import UNAVAILABLE
 from shared.keys import TenantKeys
 from shared.settings import Settings
@@ -37,6 +38,26 @@ async def no_confirmation_for_dr_lee(system: System) -> None:
     lee = await store.get("demo", "dr-lee")
     assert lee is not None
     await store.put(lee.model_copy(update={"require_confirmation": False}))
+
+
+LONGEST_USER = "u" + "0123456789abcdef" * 3 + "0123456789abcd"  # 63, the longest Identifier
+UUID_USER = "3f2a9c0e-1b2d-4f6a-8b9c-0d1e2f3a4b5c"
+LONGEST_CONVERSATION = "C" * 63 + "1"  # 64, the longest the path accepts
+
+
+@pytest.mark.parametrize("user", [LONGEST_USER, UUID_USER])
+async def test_the_longest_user_and_conversation_ids_book_end_to_end(system: System, user: str) -> None:
+    day = next_weekday()
+    done = await booked_by_conversation(system, day, "10:00", user=user, conversation=LONGEST_CONVERSATION)
+    assert [b["user_id"] for b in done["bookings"]] == [user]
+    [booking] = await stored_bookings(system)
+    assert booking.user_id == user and booking.start == at(day, 10)
+    # an id that differs in one character, or another user's same id, is another conversation
+    for other_conversation, other_user in ((LONGEST_CONVERSATION[:-1] + "2", user), (LONGEST_CONVERSATION, "bob")):
+        system.model.script(answer("Hello! How can I help?", topic="greeting"))
+        response = await system.say("Hi there", conversation=other_conversation, user=other_user)
+        assert response.status_code == 200, response.text
+        assert "10:00 please" not in json.dumps(system.model.requests[-1]["messages"])
 
 
 async def test_user_lists_their_bookings_and_sees_only_their_own(system: System) -> None:
@@ -138,6 +159,33 @@ async def test_streaming_sends_activity_then_reply_tokens_then_the_outcome(syste
     assert events[-1][1]["reply"].startswith("Dr. Lee is free on")
     assert events[-1][1]["suggested_slots"] and events[-1][1]["pending_action"] is None
     assert "fetch_free_slots" not in body
+
+
+async def streamed_events(system: System, text: str, conversation: str = "c1") -> list[tuple[str, Any]]:
+    async with system.http.stream(
+        "POST",
+        f"/v1/conversations/{conversation}/messages?stream=true",
+        json={"text": text},
+        headers={"X-User-Id": "alice", "X-Request-ID": "req-1"},
+    ) as response:
+        assert response.status_code == 200
+        body = "".join([chunk async for chunk in response.aiter_text()])
+    return [(b.split("\n")[0][7:], json.loads(b.split("\n")[1][6:])) for b in body.strip().split("\n\n")]
+
+
+async def test_a_stream_whose_turn_fails_ends_with_an_error_event(system: System) -> None:
+    # the conversation's stored state is unreadable (another type under its key): the turn fails
+    await system.redis.set(TenantKeys("demo").conversation(scope_conversation("alice", "c1")), "not a list")
+    events = await streamed_events(system, "Is Dr. Lee free?")
+    assert events[-1] == ("error", {"detail": "Temporarily unable to answer; reference req-1."})
+
+
+async def test_a_stream_ends_with_done_or_error_whatever_tool_call_id_the_model_sends(system: System) -> None:
+    system.model.script(
+        call("list_my_bookings", {"include_past": False}, call_id="call_" + "x" * 300), say("You have none.")
+    )
+    events = await streamed_events(system, "What have I booked?")
+    assert events[-1][0] in {"done", "error"}, events
 
 
 async def test_extract_turns_an_email_into_a_booking_request(system: System) -> None:
