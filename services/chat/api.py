@@ -30,7 +30,7 @@ from services.chat.admin import router as admin_router
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
 from services.chat.loop import Assistant, Turn
-from services.chat.replay import KeyReusedError, ResponseCache, StillRunningError, fingerprint
+from services.chat.replay import KeyReusedError, Lease, ResponseCache, StillRunningError, fingerprint
 from services.chat.schemas import ChatRequest, ChatResponse
 from services.chat.sse import respond, stream_turn
 from services.chat.toolbus import ToolBus
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         conversations = ConversationStore(redis, settings.conversation_ttl_s, settings.max_history_turns)
         app.state.assistant = Assistant(settings, client, bus, conversations)
-        app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s)
+        app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s, settings.idempotency_lease_s)
         app.state.client = client
         app.state.redis = redis
         app.state.settings = settings
@@ -166,26 +166,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if await assistant.conversations.turns(tenant, turn.conversation_id) >= settings.max_conversation_turns:
             raise HTTPException(422, "This conversation is too long; please start a new one.")
         body_fp = fingerprint(turn.conversation_id, body.text)
+        lease: Lease | None = None
         if idempotency_key is not None:
             turn.turn_id = fingerprint(turn.conversation_id, idempotency_key)[:32]
             try:
-                stored = await replays.begin(tenant, turn.conversation_id, idempotency_key, body_fp)
+                claimed = await replays.begin(tenant, turn.conversation_id, idempotency_key, body_fp)
             except KeyReusedError:
                 raise HTTPException(422, "This Idempotency-Key was used with a different request.") from None
             except StillRunningError:
                 raise HTTPException(409, "A request with this Idempotency-Key is still running.") from None
-            if stored is not None:
-                return respond(ChatResponse.model_validate_json(stored), stream)
+            if isinstance(claimed, str):
+                return respond(ChatResponse.model_validate_json(claimed), stream)
+            lease = claimed
 
         async def run(on_activity: Callable[[str], Awaitable[None]] | None = None) -> ChatResponse:
+            if lease is None:
+                return ChatResponse.of(await assistant.run(turn, on_activity))
             try:
-                response = ChatResponse.of(await assistant.run(turn, on_activity))
+                async with lease.kept():  # renewed while the turn runs; a retry takes over if we die
+                    response = ChatResponse.of(await assistant.run(turn, on_activity))
             except BaseException:
-                if idempotency_key is not None:
-                    await replays.abandon(tenant, turn.conversation_id, idempotency_key)
+                await lease.abandon()
                 raise
-            if idempotency_key is not None:
-                await replays.finish(tenant, turn.conversation_id, idempotency_key, body_fp, response.model_dump_json())
+            await lease.finish(response.model_dump_json())
             return response
 
         if not stream:
