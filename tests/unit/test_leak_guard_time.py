@@ -17,7 +17,7 @@ from services.chat.guards import find_leaks, strip_leaks
 MB = 1_000_000
 REPLY_BUDGET_S = 0.100
 """Per call, for a reply of a size a model sends (a few thousand characters)."""
-ONE_MB_LIMIT_S = 3.0
+ONE_MB_LIMIT_S = 5.0
 """Per call at 1 MB: generous for a loaded 2-core machine; a quadratic pattern needs minutes."""
 
 
