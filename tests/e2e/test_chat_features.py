@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -186,6 +187,30 @@ async def test_a_stream_ends_with_done_or_error_whatever_tool_call_id_the_model_
     )
     events = await streamed_events(system, "What have I booked?")
     assert events[-1][0] in {"done", "error"}, events
+
+
+HOSTILE_ANSWERS = {  # each as long as the answer tool's arguments may be (8,000 characters)
+    "brace then colons": "{" + ":" * 7_900,
+    "key prefixes": "t:{" * 2_600,
+    "nested tool names": "book_m" * 650 + "book_meeting" + "eeting" * 650,
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS)
+async def test_a_hostile_answer_does_not_stall_the_chat(system: System, hostile: str) -> None:
+    """The guards check the answer inside the event loop: /healthz must keep answering meanwhile.
+    Each check stays under 100 ms (tests/unit/test_leak_guard_time.py); the bound here leaves room
+    for the HTTP round trips of a loaded machine (measured 25-52 ms; 500 ms with the old guard)."""
+    system.model.script(*[answer(hostile)] * system.settings.max_model_rounds)
+    worst = 0.0
+    turn = asyncio.create_task(system.say("Hello there"))
+    while not turn.done():  # one /healthz after another: the longest round is the longest stall
+        started = time.perf_counter()
+        assert (await system.http.get("/healthz")).status_code == 200
+        await asyncio.sleep(0.005)
+        worst = max(worst, time.perf_counter() - started)
+    assert (await turn).status_code == 200
+    assert worst < 0.25, f"/healthz stalled {worst * 1000:.0f} ms"
 
 
 async def test_extract_turns_an_email_into_a_booking_request(system: System) -> None:
