@@ -169,7 +169,7 @@ async def caller(
 async def operator(
     request: Request,
     authorization: Annotated[str | None, Header(max_length=300)] = None,
-    x_user_id: UserHeader = None,
+    x_user_id: Annotated[Identifier | None, Header(description="Who made the change, if known.")] = None,
 ) -> Caller:
     """The tenant of a calendar admin request (the route also demands a key); its user is
     X-User-Id when sent, else OPERATOR: admin commands read and change no user's data."""
