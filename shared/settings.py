@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     max_history_turns: int = 20
 
     idempotency_ttl_s: int = 48 * 3600
+    idempotency_lease_s: float = Field(default=10.0, gt=0)
+    """A running HTTP request's claim on its Idempotency-Key lasts this long unless renewed
+    (every third of it, while the turn runs): a retry after the chat died waits at most this
+    long, then runs the turn again."""
     visibility_timeout_ms: int = 30_000
     max_delivery_attempts: int = 5
     batch_size: int = 100

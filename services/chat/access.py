@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
+from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from shared.domain import Identifier
@@ -27,6 +28,21 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+TENANT_ID = TypeAdapter(Identifier)
+
+
+def checked_tenant_id(tenant_id: str) -> str:
+    """The tenant id if requests can carry it (shared.domain.Identifier), else ValueError
+    saying how to write one: a key for any other id would fail every request it is sent with."""
+    try:
+        return TENANT_ID.validate_python(tenant_id)
+    except ValidationError:
+        raise ValueError(
+            f"invalid tenant id {tenant_id!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit (e.g. 'acme-corp')"
+        ) from None
+
+
 class ApiKeys:
     """Tenant API keys. Only their sha256 is stored; the key itself is shown once, at creation."""
 
@@ -34,6 +50,8 @@ class ApiKeys:
         self.redis = redis
 
     async def create(self, tenant_id: str) -> str:
+        """A new key for the tenant (ValueError for a tenant id no request could use)."""
+        tenant_id = checked_tenant_id(tenant_id)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         await self.redis.set(api_key(digest(key)), tenant_id)
         return key
@@ -83,25 +101,31 @@ class Caller:
     user_id: str
 
 
-async def caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(max_length=300)] = None,
-    x_user_id: Annotated[Identifier | None, Header(description="End user, as vouched for by the gateway.")] = None,
-) -> Caller:
-    """The tenant (from its API key) and user of this request, within their rate limits."""
+GUEST = "guest"
+"""The one user of the local demo mode (REQUIRE_API_KEY=false, no key): whoever reaches the
+port. Never used when keys are required or a tenant's key was sent."""
+OPERATOR = "operator"
+"""The user of calendar admin commands sent without X-User-Id (they touch no user's data)."""
+
+
+async def _tenant(request: Request, authorization: str | None) -> tuple[str, bool]:
+    """The tenant of this request and whether it came from an API key."""
     settings: Settings = request.app.state.settings
-    tenant = settings.default_tenant
     if authorization:
         scheme, _, key = authorization.partition(" ")
         found = await request.app.state.api_keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
         if found is None:
             raise HTTPException(401, "Unknown API key.", headers={"WWW-Authenticate": "Bearer"})
-        tenant = found
-    elif settings.require_api_key:
+        return found, True
+    if settings.require_api_key:
         raise HTTPException(
             401, "An API key is required: Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"}
         )
-    who = Caller(tenant, x_user_id or "guest")
+    return settings.default_tenant, False
+
+
+async def _within_limits(request: Request, who: Caller) -> Caller:
+    settings: Settings = request.app.state.settings
     limiter: RateLimiter = request.app.state.limiter
     for bucket, limit in (
         (tenant_bucket(who.tenant_id), Limit(settings.rate_tenant_per_minute)),
@@ -112,3 +136,42 @@ async def caller(
             raise HTTPException(429, "Too many requests; slow down.", headers={"Retry-After": str(wait)})
     bind_log_context(tenant_id=who.tenant_id)
     return who
+
+
+UserHeader = Annotated[
+    Identifier | None,
+    Header(
+        description="End user, as vouched for by the gateway. Required when API keys are required or a key "
+        "is sent; only the local demo mode (REQUIRE_API_KEY=false, no key) serves header-less requests "
+        "as one shared guest."
+    ),
+]
+
+
+async def caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(max_length=300)] = None,
+    x_user_id: UserHeader = None,
+) -> Caller:
+    """The tenant (from its API key) and user of this request, within their rate limits.
+
+    A request without X-User-Id is refused (400) unless this is the local demo mode and no key
+    was sent: a shared "guest" would let one header-less caller read another's bookings."""
+    tenant, keyed = await _tenant(request, authorization)
+    if x_user_id is None:
+        settings: Settings = request.app.state.settings
+        if settings.require_api_key or keyed:
+            raise HTTPException(400, "X-User-Id is required: the gateway must name the end user of every request.")
+        x_user_id = GUEST
+    return await _within_limits(request, Caller(tenant, x_user_id))
+
+
+async def operator(
+    request: Request,
+    authorization: Annotated[str | None, Header(max_length=300)] = None,
+    x_user_id: Annotated[Identifier | None, Header(description="Who made the change, if known.")] = None,
+) -> Caller:
+    """The tenant of a calendar admin request (the route also demands a key); its user is
+    X-User-Id when sent, else OPERATOR: admin commands read and change no user's data."""
+    tenant, _ = await _tenant(request, authorization)
+    return await _within_limits(request, Caller(tenant, x_user_id or OPERATOR))

@@ -3,13 +3,14 @@ other command. Needs a tenant API key (the tenant comes from the key, never the 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel
 
-from services.chat.access import Caller, caller
+from services.chat.access import Caller, operator
 from services.chat.toolbus import ToolBus
 from shared.domain import BusyImported, CalendarDirectory, CalendarSaved
 from shared.messages import Envelope, ErrorCode, MessageType, Reply
@@ -25,7 +26,7 @@ STATUS = {
 }
 
 
-async def admin(request: Request, who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def admin(request: Request, who: Annotated[Caller, Depends(operator)]) -> Caller:
     """Admin routes need a tenant API key, even where chat is open to anonymous users."""
     if not request.headers.get("authorization"):
         raise HTTPException(
@@ -34,10 +35,19 @@ async def admin(request: Request, who: Annotated[Caller, Depends(caller)]) -> Ca
     return who
 
 
+def _admin_key(key: str | None) -> str:
+    """The envelope's idempotency key: `admin:<the client's key>`, or its digest when that
+    would not fit the envelope's 200 characters (the header allows 200 of its own)."""
+    if key is None:
+        return f"admin:{uuid.uuid4().hex}"
+    scoped = f"admin:{key}"
+    return scoped if len(scoped) <= 200 else f"admin:~{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 async def _send(request: Request, who: Caller, kind: MessageType, body: BaseModel, key: str | None) -> Reply:
     bus: ToolBus = request.app.state.assistant.bus
     envelope = Envelope(
-        idempotency_key=f"admin:{key or uuid.uuid4().hex}",
+        idempotency_key=_admin_key(key),
         correlation_id=request.state.request_id,
         tenant_id=who.tenant_id,
         conversation_id="admin",

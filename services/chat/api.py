@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,7 +11,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
+from annotated_types import MaxLen
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from faststream.redis import RedisBroker
@@ -26,12 +30,13 @@ from services.chat.admin import router as admin_router
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
 from services.chat.loop import Assistant, Turn
-from services.chat.replay import KeyReusedError, ResponseCache, StillRunningError, fingerprint
+from services.chat.replay import KeyReusedError, Lease, ResponseCache, StillRunningError, fingerprint
 from services.chat.schemas import ChatRequest, ChatResponse
 from services.chat.sse import respond, stream_turn
 from services.chat.toolbus import ToolBus
 from shared import metrics, streams
 from shared.logs import bind_log_context, log_context
+from shared.messages import Envelope
 from shared.redis import as_text, connect
 from shared.settings import Settings, get_settings
 
@@ -42,6 +47,11 @@ ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", descripti
 UserName = Annotated[
     str | None, Header(max_length=100, description="The user's display name, from the gateway (used for bookings).")
 ]
+SCOPED_ID_MAX = next(
+    (m.max_length for m in Envelope.model_fields["conversation_id"].metadata if isinstance(m, MaxLen)), 100
+)
+"""The longest conversation id an envelope carries."""
+
 IdempotencyKey = Annotated[
     str | None, Header(min_length=1, max_length=200, description="Retries with one key run once.")
 ]
@@ -65,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         conversations = ConversationStore(redis, settings.conversation_ttl_s, settings.max_history_turns)
         app.state.assistant = Assistant(settings, client, bus, conversations)
-        app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s)
+        app.state.replays = ResponseCache(redis, settings.idempotency_ttl_s, settings.idempotency_lease_s)
         app.state.client = client
         app.state.redis = redis
         app.state.settings = settings
@@ -114,6 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"X-Request-ID": rid},
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with the reasons. The offending input is echoed with what UTF-8 cannot carry (a
+        lone surrogate such as \\ud800) replaced, so the client's mistake never becomes a 503."""
+        return JSONResponse(status_code=422, content={"detail": _encodable(jsonable_encoder(exc.errors()))})
+
     @app.exception_handler(RedisError)
     async def storage_unavailable(request: Request, exc: RedisError) -> JSONResponse:
         log.error("redis unavailable: %s", exc)
@@ -122,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/conversations/{conversation_id}/messages",
         response_model=ChatResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 409: {}, 422: {}, 429: {}},
+        responses={200: {"content": {"text/event-stream": {}}}, 400: {}, 401: {}, 409: {}, 422: {}, 429: {}},
     )
     async def post_message(
         conversation_id: ConversationId,
@@ -150,31 +166,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if await assistant.conversations.turns(tenant, turn.conversation_id) >= settings.max_conversation_turns:
             raise HTTPException(422, "This conversation is too long; please start a new one.")
         body_fp = fingerprint(turn.conversation_id, body.text)
+        lease: Lease | None = None
         if idempotency_key is not None:
             turn.turn_id = fingerprint(turn.conversation_id, idempotency_key)[:32]
             try:
-                stored = await replays.begin(tenant, turn.conversation_id, idempotency_key, body_fp)
+                claimed = await replays.begin(tenant, turn.conversation_id, idempotency_key, body_fp)
             except KeyReusedError:
                 raise HTTPException(422, "This Idempotency-Key was used with a different request.") from None
             except StillRunningError:
                 raise HTTPException(409, "A request with this Idempotency-Key is still running.") from None
-            if stored is not None:
-                return respond(ChatResponse.model_validate_json(stored), stream)
+            if isinstance(claimed, str):
+                return respond(ChatResponse.model_validate_json(claimed), stream)
+            lease = claimed
 
         async def run(on_activity: Callable[[str], Awaitable[None]] | None = None) -> ChatResponse:
+            if lease is None:
+                return ChatResponse.of(await assistant.run(turn, on_activity))
             try:
-                response = ChatResponse.of(await assistant.run(turn, on_activity))
+                async with lease.kept():  # renewed while the turn runs; a retry takes over if we die
+                    response = ChatResponse.of(await assistant.run(turn, on_activity))
             except BaseException:
-                if idempotency_key is not None:
-                    await replays.abandon(tenant, turn.conversation_id, idempotency_key)
+                await lease.abandon()
                 raise
-            if idempotency_key is not None:
-                await replays.finish(tenant, turn.conversation_id, idempotency_key, body_fp, response.model_dump_json())
+            await lease.finish(response.model_dump_json())
             return response
 
         if not stream:
             return JSONResponse(content=(await run()).model_dump(mode="json"))
-        return StreamingResponse(stream_turn(run), media_type="text/event-stream")
+        return StreamingResponse(stream_turn(run, request.state.request_id), media_type="text/event-stream")
 
     @app.post("/v1/extract", response_model=ExtractResponse)
     async def post_extract(
@@ -243,8 +262,25 @@ async def _warm(assistant: Assistant, settings: Settings, done: asyncio.Event) -
 
 
 def scope_conversation(user_id: str, conversation_id: str) -> str:
-    """Conversations are scoped to their user: another user's id names another conversation."""
-    return f"{user_id}.{conversation_id}"
+    """The conversation as stored and sent: scoped to its user, so that another user's id names
+    another conversation. `user.conversation` when it fits the envelope; else the user and a
+    stable digest of the client's id (`user.~<32 hex>`: '~' never occurs in a client's id, so a
+    digest never equals one). The longest user (63) and conversation (64) ids both fit."""
+    scoped = f"{user_id}.{conversation_id}"
+    if len(scoped) <= SCOPED_ID_MAX:
+        return scoped
+    return f"{user_id}.~{hashlib.sha256(conversation_id.encode()).hexdigest()[:32]}"
+
+
+def _encodable(value: Any) -> Any:
+    """The JSON value with every string made encodable as UTF-8 (lone surrogates become '?')."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
 
 
 async def _groups(redis: Redis, stream: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from services.chat.access import ApiKeys
+from services.chat.access import ApiKeys, checked_tenant_id
 from shared.redis import connect
 from shared.settings import get_settings
 
@@ -28,6 +28,11 @@ def main() -> None:
     parser.add_argument("command", choices=["create", "revoke"])
     parser.add_argument("value", help="tenant id (create) or the key (revoke)")
     args = parser.parse_args()
+    if args.command == "create":
+        try:
+            checked_tenant_id(args.value)
+        except ValueError as exc:
+            parser.error(str(exc))  # exit status 2, before anything is stored
     print(asyncio.run(run(args.command, args.value)))
 
 

@@ -23,18 +23,34 @@ _NAMES = sorted(
     key=len,
     reverse=True,
 )
+# Every leak pattern is linear in the text: a repeat that can run unbounded is followed by a
+# character it cannot match (so a failed start costs at most the run to the next such character)
+# or is itself bounded. A reply of any size is checked in linear time (tests/unit/test_guards.py
+# times 1 MB of adversarial text per pattern family).
 LEAK_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("legacy marker", re.compile(r"BOOKING[_ ]?CONFIRMATION\b[^\n]*", re.IGNORECASE)),
     ("json", re.compile(r"[{\[]\s*\"[^\"\n]{1,80}\"\s*:[^\n]*")),
-    ("json", re.compile(r"\{[^{}\n]*:[^{}\n]*\}")),
-    ("internal name", re.compile("|".join(re.escape(n) for n in _NAMES), re.IGNORECASE)),
+    # the first run stops at the first ':' so that a failed start is one scan, not one per ':'
+    ("json", re.compile(r"\{[^{}\n:]*:[^{}\n]*\}")),
+    # the lookahead on the names' first letters lets the engine skip other positions quickly
+    (
+        "internal name",
+        re.compile(
+            "(?=[" + "".join(sorted({n[0] for n in _NAMES})) + "])(?:" + "|".join(re.escape(n) for n in _NAMES) + ")",
+            re.IGNORECASE,
+        ),
+    ),
     ("identifier", re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", re.IGNORECASE)),
     ("identifier", re.compile(r"\b[0-9a-f]{16,}\b", re.IGNORECASE)),
     ("identifier", re.compile(r"\bcall_[A-Za-z0-9_-]{4,}\b")),
     ("identifier", re.compile(r"\b(?:booking_id|calendar_id|tenant_id|user_id|idempotency_key|correlation_id)\b")),
-    ("internal key", re.compile(r"\bt:\{[^}]*\}\S*")),
+    # a key's hash tag is a tenant id (at most 63 characters): bounded, so no start scans the rest
+    ("internal key", re.compile(r"\bt:\{[^{}\s]{0,100}\}\S*")),
     ("slot reference", REF_IN_TEXT),
 )
+STRIP_PASSES = 3
+"""Removing a leak can join two halves of another into a new one; after this many passes a text
+that still leaks is given up (empty), so stripping stays linear however the pieces nest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +60,27 @@ class Leak:
 
 
 def find_leaks(text: str) -> list[Leak]:
+    """Every leaking span of the text (linear in its length)."""
     return [Leak(kind, m.group(0)) for kind, pattern in LEAK_PATTERNS for m in pattern.finditer(text)]
 
 
+def _leaks(text: str) -> bool:
+    return any(pattern.search(text) for _, pattern in LEAK_PATTERNS)
+
+
 def strip_leaks(text: str) -> str:
-    """Remove every leaking span (until none is left: a removal can join two halves of a
-    marker into a new one); collapse the whitespace left behind."""
-    previous = None
-    while previous != text:
-        previous = text
+    """Remove every leaking span; collapse the whitespace left behind. A removal can join two
+    halves of a marker into a new one, so the removal repeats, at most STRIP_PASSES times: a
+    text nested deeper than that is given up as a whole (""), the caller then answers from the
+    facts."""
+    for _ in range(STRIP_PASSES):
+        if not _leaks(text):
+            break
         for _, pattern in LEAK_PATTERNS:
             text = pattern.sub("", text)
+    else:
+        if _leaks(text):
+            return ""
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip(" \n:-")

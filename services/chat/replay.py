@@ -1,19 +1,32 @@
 """HTTP idempotency: a retried request with the same `Idempotency-Key` gets the stored response
-without running the model again; the same key with another body is refused."""
+without running the model again; the same key with another body is refused.
+
+While the first attempt runs, its record is a short lease that the attempt renews: a retry
+waits for the answer as long as the owner is alive, and takes the key over once the owner
+stopped renewing (its chat process died mid-turn), instead of being locked out."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared.keys import TenantKeys
 
-RUNNING_TTL_S = 300
+log = logging.getLogger(__name__)
+LUA = Path(__file__).with_name("lua")
 WAIT_FOR_RUNNING_S = 60.0
+"""How long a retry waits for a live first attempt before it answers 409."""
+POLL_S = 0.2
 
 
 class KeyReusedError(Exception):
@@ -21,29 +34,75 @@ class KeyReusedError(Exception):
 
 
 class StillRunningError(Exception):
-    """The first request with this key has not finished yet."""
+    """The first request with this key has not finished yet (and its owner is alive)."""
 
 
 def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+class Lease:
+    """One attempt's claim on an Idempotency-Key: a record that expires after `lease_s` unless
+    renewed. `kept()` renews it every third of that while the turn runs."""
+
+    def __init__(self, cache: ResponseCache, redis_key: str, record: str, body_fingerprint: str) -> None:
+        self.cache = cache
+        self.redis_key = redis_key
+        self.record = record
+        self.body_fingerprint = body_fingerprint
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncIterator[None]:
+        renewal = asyncio.create_task(self._renew())
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew(self) -> None:
+        lease_ms = int(self.cache.lease_s * 1000)
+        while True:
+            await asyncio.sleep(self.cache.lease_s / 3)
+            try:
+                if not await self.cache.renew(keys=[self.redis_key], args=[self.record, lease_ms]):
+                    log.warning("idempotency lease lost: a retry took the key over")
+                    return
+            except RedisError as exc:  # the next renewal may get through before the lease ends
+                log.warning("idempotency lease not renewed: %s", exc)
+
+    async def finish(self, response: str) -> None:
+        """Store the answer: every retry with this key gets it from now on."""
+        record = json.dumps({"fp": self.body_fingerprint, "response": response})
+        await self.cache.redis.set(self.redis_key, record, ex=self.cache.ttl_s)
+
+    async def abandon(self) -> None:
+        """Release the key after a failure, so a retry runs again."""
+        await self.cache.release(keys=[self.redis_key], args=[self.record])
+
+
 class ResponseCache:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, ttl_s: int, lease_s: float) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        self.lease_s = lease_s
+        self.renew = redis.register_script((LUA / "lease_renew.lua").read_text())
+        self.release = redis.register_script((LUA / "lease_release.lua").read_text())
 
-    async def begin(self, tenant_id: str, scope: str, key: str, body_fingerprint: str) -> str | None:
-        """Claim the key; return the stored response JSON when it was already answered."""
+    async def begin(self, tenant_id: str, scope: str, key: str, body_fingerprint: str) -> str | Lease:
+        """The stored response JSON when this key was answered; else the key claimed for this
+        attempt. Waits while a live attempt runs (StillRunningError after WAIT_FOR_RUNNING_S);
+        takes the key over when that attempt's lease ran out."""
         redis_key = TenantKeys(tenant_id).http_request(f"{scope}:{key}")
-        claim = json.dumps({"fp": body_fingerprint, "response": None})
+        record = json.dumps({"fp": body_fingerprint, "response": None, "owner": uuid.uuid4().hex})
         deadline = time.monotonic() + WAIT_FOR_RUNNING_S
         while True:
-            if await self.redis.set(redis_key, claim, nx=True, ex=RUNNING_TTL_S):
-                return None
+            if await self.redis.set(redis_key, record, nx=True, px=int(self.lease_s * 1000)):
+                return Lease(self, redis_key, record, body_fingerprint)
             raw = await self.redis.get(redis_key)
             if raw is None:
-                continue  # the first attempt gave up meanwhile: claim again
+                continue  # the running attempt gave up or its lease ran out meanwhile: claim again
             stored = json.loads(raw)
             if stored["fp"] != body_fingerprint:
                 raise KeyReusedError
@@ -51,12 +110,4 @@ class ResponseCache:
                 return str(stored["response"])
             if time.monotonic() > deadline:
                 raise StillRunningError
-            await asyncio.sleep(0.2)
-
-    async def finish(self, tenant_id: str, scope: str, key: str, body_fingerprint: str, response: str) -> None:
-        redis_key = TenantKeys(tenant_id).http_request(f"{scope}:{key}")
-        await self.redis.set(redis_key, json.dumps({"fp": body_fingerprint, "response": response}), ex=self.ttl_s)
-
-    async def abandon(self, tenant_id: str, scope: str, key: str) -> None:
-        """Release the key after a failure, so a retry runs again."""
-        await self.redis.delete(TenantKeys(tenant_id).http_request(f"{scope}:{key}"))
+            await asyncio.sleep(POLL_S)

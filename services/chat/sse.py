@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +14,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
 from services.chat.schemas import ChatResponse
+
+log = logging.getLogger(__name__)
 
 
 def event(kind: str, data: str) -> str:
@@ -31,10 +34,18 @@ def respond(response: ChatResponse, stream: bool) -> Response:
     return StreamingResponse(replay(), media_type="text/event-stream")
 
 
+def failed(reference: str) -> str:
+    """The event that ends a stream whose turn failed (the status line said 200 long before)."""
+    return event("error", json.dumps({"detail": f"Temporarily unable to answer; reference {reference}."}))
+
+
 async def stream_turn(
-    run: Callable[[Callable[[str], Awaitable[None]]], Awaitable[ChatResponse]],
+    run: Callable[[Callable[[str], Awaitable[None]]], Awaitable[ChatResponse]], reference: str = ""
 ) -> AsyncIterator[str]:
-    """Activity events while tools run, then the reply's words, then the structured outcome."""
+    """Activity events while tools run, then the reply's words, then the structured outcome.
+
+    Every stream ends with `done` or, whatever failed during the turn, with an `error` event
+    carrying the request's reference: a client never waits on a stream that stopped silently."""
     events: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def on_activity(kind: str) -> None:
@@ -47,9 +58,15 @@ async def stream_turn(
             await events.put(None)
 
     task = asyncio.create_task(produce())
-    while (item := await events.get()) is not None:
-        yield item
-    response = await task
+    try:
+        while (item := await events.get()) is not None:
+            yield item
+        response = await task
+        done = event("done", response.model_dump_json())
+    except Exception:
+        log.exception("turn failed while streaming")
+        yield failed(reference)
+        return
     for piece in re.split(r"(?<= )", response.reply):
         yield event("token", json.dumps({"text": piece}))
-    yield event("done", response.model_dump_json())
+    yield done

@@ -28,3 +28,6 @@ def test_no_request_the_schema_allows_causes_a_server_error(case: schemathesis.C
     response = case.call(base_url=live_url, timeout=30)
     not_ready = case.path == "/readyz" and response.status_code == 503  # its documented "not ready"
     assert response.status_code < 500 or not_ready, response.text
+    if any(v.startswith("text/event-stream") for v in response.headers.get("content-type", [])):
+        last = response.text.strip().split("\n\n")[-1]
+        assert last.startswith(("event: done\n", "event: error\n")), response.text

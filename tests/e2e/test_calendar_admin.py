@@ -79,3 +79,12 @@ async def test_calendar_admin_requires_a_key_and_gives_reasons(system: System, a
     assert unknown.status_code in (404, 422) and unknown.json()["detail"]
     bad_zone = await system.http.put("/v1/calendars", json={**ROOM, "timezone": "Mars/Olympus"}, headers=admin)
     assert bad_zone.status_code == 422
+
+
+async def test_the_longest_idempotency_key_the_api_accepts_works(system: System, admin: dict[str, str]) -> None:
+    key = {"Idempotency-Key": "k" * 200}
+    first = await system.http.put("/v1/calendars", json=ROOM, headers={**admin, **key})
+    again = await system.http.put("/v1/calendars", json=ROOM, headers={**admin, **key})
+    assert first.status_code == 200, first.text
+    assert again.json() == first.json()  # the stored first result, not a second write
+    assert first.json()["created"] is True

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
 from services.calendar.store import CalendarStore
-from services.chat.api import create_app
+from services.chat.access import ApiKeys
+from services.chat.api import create_app, scope_conversation
 from services.chat.loop import UNAVAILABLE
+from shared.keys import TenantKeys
 from shared.settings import Settings
 from tests.conftest import System, make_settings
 from tests.e2e.flows import (
@@ -35,6 +39,26 @@ async def no_confirmation_for_dr_lee(system: System) -> None:
     lee = await store.get("demo", "dr-lee")
     assert lee is not None
     await store.put(lee.model_copy(update={"require_confirmation": False}))
+
+
+LONGEST_USER = "u" + "0123456789abcdef" * 3 + "0123456789abcd"  # 63, the longest Identifier
+UUID_USER = "3f2a9c0e-1b2d-4f6a-8b9c-0d1e2f3a4b5c"
+LONGEST_CONVERSATION = "C" * 63 + "1"  # 64, the longest the path accepts
+
+
+@pytest.mark.parametrize("user", [LONGEST_USER, UUID_USER])
+async def test_the_longest_user_and_conversation_ids_book_end_to_end(system: System, user: str) -> None:
+    day = next_weekday()
+    done = await booked_by_conversation(system, day, "10:00", user=user, conversation=LONGEST_CONVERSATION)
+    assert [b["user_id"] for b in done["bookings"]] == [user]
+    [booking] = await stored_bookings(system)
+    assert booking.user_id == user and booking.start == at(day, 10)
+    # an id that differs in one character, or another user's same id, is another conversation
+    for other_conversation, other_user in ((LONGEST_CONVERSATION[:-1] + "2", user), (LONGEST_CONVERSATION, "bob")):
+        system.model.script(answer("Hello! How can I help?", topic="greeting"))
+        response = await system.say("Hi there", conversation=other_conversation, user=other_user)
+        assert response.status_code == 200, response.text
+        assert "10:00 please" not in json.dumps(system.model.requests[-1]["messages"])
 
 
 async def test_user_lists_their_bookings_and_sees_only_their_own(system: System) -> None:
@@ -138,6 +162,57 @@ async def test_streaming_sends_activity_then_reply_tokens_then_the_outcome(syste
     assert "fetch_free_slots" not in body
 
 
+async def streamed_events(system: System, text: str, conversation: str = "c1") -> list[tuple[str, Any]]:
+    async with system.http.stream(
+        "POST",
+        f"/v1/conversations/{conversation}/messages?stream=true",
+        json={"text": text},
+        headers={"X-User-Id": "alice", "X-Request-ID": "req-1"},
+    ) as response:
+        assert response.status_code == 200
+        body = "".join([chunk async for chunk in response.aiter_text()])
+    return [(b.split("\n")[0][7:], json.loads(b.split("\n")[1][6:])) for b in body.strip().split("\n\n")]
+
+
+async def test_a_stream_whose_turn_fails_ends_with_an_error_event(system: System) -> None:
+    # the conversation's stored state is unreadable (another type under its key): the turn fails
+    await system.redis.set(TenantKeys("demo").conversation(scope_conversation("alice", "c1")), "not a list")
+    events = await streamed_events(system, "Is Dr. Lee free?")
+    assert events[-1] == ("error", {"detail": "Temporarily unable to answer; reference req-1."})
+
+
+async def test_a_stream_ends_with_done_or_error_whatever_tool_call_id_the_model_sends(system: System) -> None:
+    system.model.script(
+        call("list_my_bookings", {"include_past": False}, call_id="call_" + "x" * 300), say("You have none.")
+    )
+    events = await streamed_events(system, "What have I booked?")
+    assert events[-1][0] in {"done", "error"}, events
+
+
+HOSTILE_ANSWERS = {  # each as long as the answer tool's arguments may be (8,000 characters)
+    "brace then colons": "{" + ":" * 7_900,
+    "key prefixes": "t:{" * 2_600,
+    "nested tool names": "book_m" * 650 + "book_meeting" + "eeting" * 650,
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS)
+async def test_a_hostile_answer_does_not_stall_the_chat(system: System, hostile: str) -> None:
+    """The guards check the answer inside the event loop: /healthz must keep answering meanwhile.
+    Each check stays under 100 ms (tests/unit/test_leak_guard_time.py); the bound here leaves room
+    for the HTTP round trips of a loaded machine (measured 25-52 ms; 500 ms with the old guard)."""
+    system.model.script(*[answer(hostile)] * system.settings.max_model_rounds)
+    worst = 0.0
+    turn = asyncio.create_task(system.say("Hello there"))
+    while not turn.done():  # one /healthz after another: the longest round is the longest stall
+        started = time.perf_counter()
+        assert (await system.http.get("/healthz")).status_code == 200
+        await asyncio.sleep(0.005)
+        worst = max(worst, time.perf_counter() - started)
+    assert (await turn).status_code == 200
+    assert worst < 0.25, f"/healthz stalled {worst * 1000:.0f} ms"
+
+
 async def test_extract_turns_an_email_into_a_booking_request(system: System) -> None:
     system.model.script(
         say(
@@ -184,6 +259,20 @@ async def test_bad_requests_get_a_4xx_with_a_reason(system: System, path: str, b
     response = await system.http.post(path, json=body, headers=headers)
     assert response.status_code == 422
     assert response.json()["detail"]
+    assert system.model.requests == []
+
+
+@pytest.mark.parametrize("path", ["/v1/conversations/c1/messages", "/v1/extract"])
+async def test_text_with_a_lone_surrogate_gets_a_422_with_a_reason(system: System, path: str) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); no UTF-8 text holds it."""
+    response = await system.http.post(
+        path,
+        content=b'{"text": "Dr. Lee on Monday \\ud800 please"}',
+        headers={"Content-Type": "application/json", "X-User-Id": "alice"},
+    )
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "text"] and "unicode" in problem["msg"]
     assert system.model.requests == []
 
 
@@ -283,3 +372,20 @@ async def test_a_committed_booking_is_announced_from_the_facts_without_another_m
     assert len(system.model.requests) - calls_before == 1
     [booking] = await stored_bookings(system)
     assert [b["booking_id"] for b in body["bookings"]] == [booking.booking_id]
+
+
+async def test_the_local_demo_serves_header_less_requests_as_one_guest_but_never_a_keyed_tenants(
+    system: System,
+) -> None:
+    assert not system.settings.require_api_key
+    system.model.script(call("list_my_bookings", {"include_past": True}))
+    anonymous = await system.http.post("/v1/conversations/c1/messages", json={"text": "What have I booked?"})
+    assert anonymous.status_code == 200, anonymous.text
+    assert await system.redis.exists(TenantKeys("demo").conversation("guest.c1"))
+    key = await ApiKeys(system.redis).create("demo")
+    keyed = await system.http.post(
+        "/v1/conversations/c1/messages",
+        json={"text": "What have I booked?"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert keyed.status_code == 400 and "X-User-Id" in keyed.json()["detail"]

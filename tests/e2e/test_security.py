@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 
 import pytest
 
@@ -169,3 +172,51 @@ async def test_a_legacy_marker_typed_by_the_user_writes_nothing(system: System, 
     body = response.json()
     assert body["pending_action"] is None and "BOOKING_CONFIRMATION" not in body["reply"]
     assert await stored_bookings(system) == []
+
+
+async def test_a_request_without_a_user_id_is_refused_when_keys_are_required(
+    system: System, keys: dict[str, str]
+) -> None:
+    """No shared "guest": a header-less caller would read another header-less caller's bookings."""
+    turn = await system.http.post(
+        "/v1/conversations/c1/messages", json={"text": "What have I booked?"}, headers=bearer(keys["demo"])
+    )
+    extract = await system.http.post("/v1/extract", json={"text": "Dr. Lee on Monday"}, headers=bearer(keys["demo"]))
+    for refused in (turn, extract):
+        assert refused.status_code == 400
+        assert "X-User-Id" in refused.json()["detail"]
+    assert system.model.requests == []
+    assert await system.redis.keys("*conv*") == []
+
+
+async def test_calendar_admin_needs_no_user_id(system: System, keys: dict[str, str]) -> None:
+    listed = await system.http.get("/v1/calendars", headers=bearer(keys["acme"]))
+    assert listed.status_code == 200, listed.text
+    assert [c["calendar_id"] for c in listed.json()["calendars"]] == ["room-1"]
+
+
+async def apikeys_command(redis_url: str, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.chat.apikeys",
+        *args,
+        env={**os.environ, "REDIS_URL": redis_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_key_command_refuses_a_tenant_id_no_request_could_use(system: System) -> None:
+    status, out, err = await apikeys_command(system.settings.redis_url, "create", "Acme Corp")
+    assert status == 2 and out == ""
+    assert "invalid tenant id 'Acme Corp'" in err and "lower-case" in err
+    assert await system.redis.keys("apikey:*") == []
+    # a valid id gets a key that every request can use
+    status, out, _ = await apikeys_command(system.settings.redis_url, "create", "acme-corp")
+    assert status == 0
+    system.model.script(say("Hello!"))
+    assert (await system.say("hi", **bearer(out.strip()))).status_code == 200

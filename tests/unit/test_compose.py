@@ -175,3 +175,16 @@ def test_docker_compose_accepts_the_file() -> None:
             ["docker", "compose", *profile, "config", "--quiet"], cwd=ROOT, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
+
+
+def compose_default(value: str) -> str:
+    """The value a `${VAR:-default}` entry takes when VAR is unset."""
+    found = re.fullmatch(r"\$\{[A-Z_]+:-(.*)\}", value)
+    return found.group(1) if found else value
+
+
+def test_the_chat_requires_api_keys_unless_the_deployment_says_otherwise() -> None:
+    """Its port is published: without keys anyone reaching it would act for the default tenant."""
+    value = SERVICES["chat"]["environment"]["REQUIRE_API_KEY"]
+    assert Settings.model_validate({"require_api_key": compose_default(value)}).require_api_key is True
+    assert value.startswith("${REQUIRE_API_KEY:-"), "still switchable for a local demo"

@@ -32,6 +32,9 @@ SLOT = datetime(2026, 11, 30, 14, 0)
         "the correlation_id was call_abc12345",
         "Message sent to booking.commands",
         "I can book s3 for you at 14:00.",
+        'Booked: {\n  "start": "2026-11-30T14:00:00+01:00"\n}',
+        "Stored under t:{demo}:bk:42 for you.",
+        "Details {start: 14:00, calendar: dr-lee} attached.",
     ],
 )
 def test_leaks_are_found_and_stripped(text: str) -> None:
@@ -41,6 +44,12 @@ def test_leaks_are_found_and_stripped(text: str) -> None:
 
 def test_stripping_never_assembles_a_new_leak_from_the_pieces() -> None:
     assert find_leaks(strip_leaks("BOOKING_CONFIRbook_meetingMATION done")) == []
+
+
+def test_a_leak_nested_deeper_than_the_strip_passes_is_dropped_as_a_whole() -> None:
+    nested = "Sure: " + "book_m" * 50 + "book_meeting" + "eeting" * 50 + " at 14:00."
+    assert strip_leaks(nested) == ""
+    assert strip_leaks("Sure: book_mbook_meetingeeting at 14:00.") == "Sure: at 14:00."
 
 
 @pytest.mark.parametrize(
