@@ -218,5 +218,5 @@ async def test_the_key_command_refuses_a_tenant_id_no_request_could_use(system: 
     # a valid id gets a key that every request can use
     status, out, _ = await apikeys_command(system.settings.redis_url, "create", "acme-corp")
     assert status == 0
-    system.model.script(say("Hello!"))
+    system.model.script(answer("Hello!", topic="greeting"))
     assert (await system.say("hi", **bearer(out.strip()))).status_code == 200
