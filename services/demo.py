@@ -2,9 +2,9 @@
 
     python -m services.demo [--chat-url http://127.0.0.1:8000] [--user alice]
 
-The user asks when Dr. Lee is free on the next weekday, picks one of the offered slots (or takes
-the one the assistant proposes), confirms it, and the demo then reads the booking back from
-Redis. It speaks only HTTP to the chat service (as any client would) and reads Redis only to
+The user asks when Dr. Lee is free on the next weekday, picks one of the offered slots, answers
+the confirmation question (the response's `pending_action`) with yes, and the demo then reads
+the booking back from Redis. It speaks only HTTP to the chat service (as any client would) and reads Redis only to
 show that the booking is stored.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -40,12 +39,21 @@ assistant that asked once more)."""
 Print = Callable[[str], None]
 
 
+class PendingWrite(BaseModel):
+    """The write waiting for the user's yes (services.chat.approvals.PendingAction), as a client reads it."""
+
+    action_id: str
+    start: datetime
+    question: str
+
+
 class ChatReply(BaseModel):
     """The chat API's answer (services.chat.api.ChatResponse), as a client reads it."""
 
     reply: str
     bookings: list[Booking]
     suggested_slots: list[datetime]
+    pending_action: PendingWrite | None = None
 
 
 @dataclass(frozen=True)
@@ -91,22 +99,9 @@ def clock(moment: datetime, zone: ZoneInfo = CALENDAR_ZONE) -> str:
 
 
 def pick_slot(reply: ChatReply, index: int = 0) -> datetime | None:
-    """An offered slot the user could see: among those whose time the reply names, the
-    `index`-th (wrapping); else the `index`-th offered one."""
+    """The `index`-th offered slot (wrapping), as the user sees them listed."""
     offered = reply.suggested_slots
-    if not offered:
-        return None
-    named = [s for s in offered if clock(s) in reply.reply]
-    pool = named or offered
-    return pool[index % len(pool)]
-
-
-def proposal(reply: ChatReply) -> datetime | None:
-    """The one offered slot the reply proposes ("Shall I book ... at 09:00?"), if it names exactly
-    one time and that time was offered."""
-    named = [s for s in reply.suggested_slots if clock(s) in reply.reply]
-    times = re.findall(r"\b\d{1,2}:\d{2}\b", reply.reply)
-    return named[0] if len(named) == 1 and len(set(times)) == 1 else None
+    return offered[index % len(offered)] if offered else None
 
 
 class ChatClient:
@@ -171,20 +166,20 @@ async def run_demo(
         return record.reply
 
     first = await turn(f"Hi, I'm {USER_NAME}. When is {CALENDAR_NAME} free on {spoken_day(day)}?")
-    proposed = proposal(first)
-    slot = proposed or pick_slot(first, slot_index)
+    slot = first.pending_action.start if first.pending_action else pick_slot(first, slot_index)
     if slot is None:
         result.problem = "the assistant offered no slot"
         return result
     result.chosen = slot
-    when = f"{spoken_day(day)} at {clock(slot)}"
-    replies = [first]
-    if proposed is None:  # several times offered: the user picks one, then confirms it
-        replies.append(await turn(f"{when} suits me."))
-    for _ in range(CONFIRMATIONS):
-        if any(b.start == slot for r in replies for b in r.bookings):
+    last = first
+    if last.pending_action is None:  # the user picks one of the offered times
+        last = await turn(f"{clock(slot)} suits me, please book it for {USER_NAME}.")
+    for _ in range(CONFIRMATIONS):  # the assistant asks to confirm exactly that slot: yes
+        if any(b.start == slot for b in last.bookings):
             break
-        replies.append(await turn(f"Yes, please book {when}."))
+        if last.pending_action is not None:
+            slot = result.chosen = last.pending_action.start
+        last = await turn("Yes, please.")
     result.stored = await stored_booking(redis_url, tenant, user_id, slot)
     if result.stored is None:
         result.problem = f"no booking at {clock(slot)} was stored"

@@ -1,14 +1,13 @@
-"""Tool argument models: one Pydantic model per tool yields its strict JSON schema for the
-model, the payload of its stream message, and its validation. No schema is written by hand."""
+"""Stream commands: one Pydantic model per command is the payload of its stream message and its
+validation, and says where it goes. What the model may send (and its strict JSON schema, narrowed
+to the conversation's state) is built on these in services/chat/tools.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
-from openai import pydantic_function_tool
-from openai.types.chat import ChatCompletionFunctionToolParam
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from shared import streams
@@ -122,7 +121,6 @@ class ToolSpec:
     args: type[ToolArgs]
     stream: str
     writes: bool
-    for_model: bool = True
 
 
 TOOLS: Final[dict[str, ToolSpec]] = {
@@ -133,31 +131,8 @@ TOOLS: Final[dict[str, ToolSpec]] = {
         ToolSpec("cancel_booking", CancelBooking, streams.BOOKING_COMMANDS, writes=True),
         ToolSpec("reschedule_booking", RescheduleBooking, streams.BOOKING_COMMANDS, writes=True),
         ToolSpec("list_my_bookings", ListMyBookings, streams.BOOKING_COMMANDS, writes=False),
-        ToolSpec("describe_calendars", DescribeCalendars, streams.CALENDAR_REQUESTS, writes=False, for_model=False),
-        ToolSpec("upsert_calendar", UpsertCalendar, streams.CALENDAR_REQUESTS, writes=True, for_model=False),
-        ToolSpec("import_ics", ImportIcs, streams.CALENDAR_REQUESTS, writes=True, for_model=False),
+        ToolSpec("describe_calendars", DescribeCalendars, streams.CALENDAR_REQUESTS, writes=False),
+        ToolSpec("upsert_calendar", UpsertCalendar, streams.CALENDAR_REQUESTS, writes=True),
+        ToolSpec("import_ics", ImportIcs, streams.CALENDAR_REQUESTS, writes=True),
     )
 }
-
-
-def _compact(schema: Any) -> Any:
-    """Drop `title` keys and the repeated top-level description: tokens the model never needs."""
-    if isinstance(schema, dict):
-        return {k: _compact(v) for k, v in schema.items() if k != "title"}
-    if isinstance(schema, list):
-        return [_compact(v) for v in schema]
-    return schema
-
-
-def openai_tools() -> list[ChatCompletionFunctionToolParam]:
-    """The strict function-tool definitions offered to the model, generated from the models."""
-    tools: list[ChatCompletionFunctionToolParam] = []
-    for spec in TOOLS.values():
-        if not spec.for_model:
-            continue
-        tool = pydantic_function_tool(spec.args, name=spec.name, description=(spec.args.__doc__ or "").strip())
-        params = _compact(tool["function"].get("parameters", {}))
-        params.pop("description", None)
-        tool["function"]["parameters"] = params
-        tools.append(tool)
-    return tools

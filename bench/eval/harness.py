@@ -36,6 +36,7 @@ from bench.eval.user import UserModel
 from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from services.calendar.store import CalendarStore
+from services.chat import tools as chat_tools
 from services.chat.api import create_app
 from services.chat.loop import UNAVAILABLE
 from services.chat.toolbus import ToolBus
@@ -43,14 +44,14 @@ from shared.domain import Booking
 from shared.keys import TenantKeys
 from shared.messages import Envelope
 from shared.settings import Settings
-from shared.tools import TOOLS, BookMeeting
+from shared.tools import BookMeeting
 
 log = logging.getLogger(__name__)
 
 MARKER = "eval:harness"
 """Set in the harness's database after each flush: a database holding keys without it belongs to
 someone else and is not flushed (unless forced)."""
-WRITE_TOOLS = frozenset(name for name, spec in TOOLS.items() if spec.writes and spec.for_model)
+WRITE_TOOLS = chat_tools.WRITES
 OFFER_TTL_S = 1800
 
 

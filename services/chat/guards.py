@@ -4,7 +4,10 @@
   stream names, or legacy markers such as BOOKING_CONFIRMATION.
 - `find_false_claim`: the text must not say a booking was made, cancelled or moved unless
   that effect was committed in this turn.
-- `confirms`: a write runs only when the user's latest message confirms the proposed slot.
+- `times_named`: the clock times a text names (an `answer` may name only offered ones).
+
+None of them decides a write: writes wait as pending actions for the user's approval
+(approvals.py); these only keep the model's own words honest.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 
 from shared import streams
 from shared.offers import REF_IN_TEXT
@@ -127,14 +129,6 @@ def find_false_claim(text: str, committed: Iterable[str]) -> str | None:
     return None
 
 
-_YES = re.compile(
-    r"\b(yes|yeah|yep|yup|sure|ok(?:ay)?|confirm(?:ed)?|correct|please do|go ahead|book (?:it|that|me)|"
-    r"sounds good|perfect|great|that works|do it|ja|gerne|passt)\b",
-    re.IGNORECASE,
-)
-_NO = re.compile(r"\b(no|nope|not|don't|do not|cancel|wait|stop|nein|rather|instead)\b", re.IGNORECASE)
-
-
 _TIME = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s?(am|pm)\b|\b(\d{1,2})[:.](\d{2})\b", re.IGNORECASE)
 
 
@@ -148,119 +142,3 @@ def times_named(text: str) -> set[int]:
         else:
             found.add(int(h24) * 60 + int(m24))
     return found
-
-
-_WEEKDAYS = (
-    ("monday", "mon", "montag"),
-    ("tuesday", "tues", "tue", "dienstag"),
-    ("wednesday", "wed", "mittwoch"),
-    ("thursday", "thurs", "thu", "donnerstag"),
-    ("friday", "fri", "freitag"),
-    ("saturday", "sat", "samstag"),
-    ("sunday", "sun", "sonntag"),
-)
-_WEEKDAY = re.compile(r"\b(" + "|".join(n for names in _WEEKDAYS for n in names) + r")\b", re.IGNORECASE)
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_MONTH = r"(jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]*\.?"
-_DAY_MONTH = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\.?\s+(?:of\s+)?" + _MONTH, re.IGNORECASE)
-_MONTH_DAY = re.compile(r"\b" + _MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?\b", re.IGNORECASE)
-_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
-_RELATIVE = {"today": 0, "tomorrow": 1, "heute": 0}
-_RELATIVE_DAY = re.compile(r"\b(" + "|".join(_RELATIVE) + r")\b", re.IGNORECASE)
-
-
-def _month(name: str) -> int:
-    key = name.lower()[:3].replace("ä", "a").replace("mai", "may").replace("okt", "oct").replace("dez", "dec")
-    return _MONTHS.index(key) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class NamedDay:
-    """A day as a text names it: any of its parts may be left open ("Monday", "30 Nov")."""
-
-    year: int | None = None
-    month: int | None = None
-    day: int | None = None
-    weekday: int | None = None
-
-    def matches(self, d: date) -> bool:
-        wanted = (self.year, self.month, self.day, self.weekday)
-        return all(w is None or w == v for w, v in zip(wanted, (d.year, d.month, d.day, d.weekday()), strict=True))
-
-
-def days_named(text: str, today: date | None = None) -> list[NamedDay]:
-    """Every day the text names: a weekday, "30 Nov", "Nov 30", an ISO date, "tomorrow"."""
-    found = [
-        NamedDay(weekday=next(i for i, names in enumerate(_WEEKDAYS) if name.lower() in names))
-        for name in _WEEKDAY.findall(text)
-    ]
-    found += [NamedDay(month=_month(month), day=int(day)) for day, month in _DAY_MONTH.findall(text)]
-    found += [NamedDay(month=_month(month), day=int(day)) for month, day in _MONTH_DAY.findall(text)]
-    found += [NamedDay(int(y), int(m), int(d)) for y, m, d in _ISO_DATE.findall(text)]
-    if today is not None:
-        for word in _RELATIVE_DAY.findall(text):
-            named = today + timedelta(days=_RELATIVE[word.lower()])
-            found.append(NamedDay(named.year, named.month, named.day))
-    return found
-
-
-def invitees_confirmed(user_text: str, proposal_text: str, invitees: Iterable[str]) -> bool:
-    """True when every invitee's address is written in the confirming message or in the
-    proposal it answers: nobody is invited whom the user did not see named."""
-    seen = f"{user_text}\n{proposal_text}".lower()
-    return all(address.lower() in seen for address in invitees)
-
-
-def proposes(text: str, slot_local: datetime, today: date | None = None) -> bool:
-    """True when the text proposes this one slot: the only clock time it names is the slot's,
-    and every day it names is the slot's day."""
-    return times_named(text) == {slot_local.hour * 60 + slot_local.minute} and all(
-        day.matches(slot_local.date()) for day in days_named(text, today)
-    )
-
-
-def confirms(user_text: str, proposal_text: str, slot_local: datetime, today: date | None = None) -> bool:
-    """True when the user's latest message says yes to this very slot, day and time.
-
-    Either the user names the slot themselves, or they answer an assistant message that
-    proposed exactly this one slot. A message that also says no, names another time or day, or
-    answers a proposal of several times or days, does not confirm. `today` (in the slot's zone)
-    lets "tomorrow" count as a day.
-    """
-    if not _YES.search(user_text) or _NO.search(user_text):
-        return False
-    slot_minutes = slot_local.hour * 60 + slot_local.minute
-    slot_day = slot_local.date()
-    user_days = days_named(user_text, today)
-    if not all(day.matches(slot_day) for day in user_days):
-        return False
-    if not user_days and not all(day.matches(slot_day) for day in days_named(proposal_text, today)):
-        return False
-    named = times_named(user_text)
-    if named:
-        return named == {slot_minutes}
-    return times_named(proposal_text) == {slot_minutes}
-
-
-_BOOKING_WORDS = re.compile(
-    r"\b(appointments?|book\w*|slots?|free|availab\w*|schedul\w*|reschedul\w*|cancel\w*|mov(?:e|ed|ing)|"
-    r"calendars?|meetings?|confirm\w*|invit\w*|days?|dates?|times?|when|dr|doctor|termin\w*|buchen|frei)\b",
-    re.IGNORECASE,
-)
-_COURTESY = re.compile(
-    r"^\W*(hi|hello|hey|thanks?|thank you|cheers|bye|goodbye|ok(?:ay)?|great|perfect|no|yes|danke|hallo|tsch\w+)\b",
-    re.IGNORECASE,
-)
-
-
-def off_topic(user_text: str, reply: str, calendar_names: Iterable[str]) -> bool:
-    """True when neither the user's message nor the reply is about appointments (no booking
-    word, no calendar's name) and the message is not a greeting or thanks: the reply then
-    answers something the assistant must not answer (medical advice, weather, homework)."""
-    if _COURTESY.search(user_text):
-        return False
-    names = [n.lower() for n in calendar_names if n]
-    for text in (user_text, reply):
-        if _BOOKING_WORDS.search(text) or any(name in text.lower() for name in names):
-            return False
-    return True

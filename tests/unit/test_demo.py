@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from services.demo import ChatReply, next_weekday, pick_slot, proposal, spoken_day
+from services.demo import ChatReply, next_weekday, pick_slot, spoken_day
 from tests.support.calendar_days import BERLIN, at
 
 DAY = date(2026, 11, 27)
@@ -33,28 +33,25 @@ def test_a_day_is_spoken_as_people_write_it() -> None:
     assert spoken_day(DAY) == "Friday 27 November"
 
 
-@pytest.mark.parametrize(
-    "text", ["Shall I book Dr. Lee on Fri 27 Nov at 09:30 for you?", "You can book Dr. Lee on 27 November at 09:30."]
-)
-def test_a_reply_naming_one_offered_time_is_a_proposal_the_user_can_say_yes_to(text: str) -> None:
-    assert proposal(reply(text)) == at(DAY, 9, 30)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Dr. Lee is free at 09:00, 09:30 and 10:00. Which time suits you?",  # several times
-        "Shall I book Dr. Lee on Fri 27 Nov at 15:00 for you?",  # a time that was not offered
-        "Dr. Lee is free from 09:30 to 17:00.",  # a range, not one time
-        "Which time suits you?",  # no time
-    ],
-)
-def test_anything_else_is_no_proposal(text: str) -> None:
-    assert proposal(reply(text)) is None
-
-
-def test_the_user_picks_among_the_times_the_reply_names_else_among_all_offered() -> None:
-    listed = reply("Free at 09:30 or 10:00; which suits you?")
-    assert [pick_slot(listed, i) for i in range(3)] == [at(DAY, 9, 30), at(DAY, 10), at(DAY, 9, 30)]
-    assert pick_slot(reply("Which time suits you?"), 1) == at(DAY, 9, 30)
+def test_the_user_picks_the_offered_slots_in_order_wrapping_around() -> None:
+    listed = reply("Free from 09:00 to 10:00; which suits you?")
+    assert [pick_slot(listed, i) for i in range(4)] == [at(DAY, 9), at(DAY, 9, 30), at(DAY, 10), at(DAY, 9)]
     assert pick_slot(reply("Nothing free.", []), 0) is None
+
+
+def test_a_pending_action_is_read_from_the_response_not_from_its_words() -> None:
+    body = {
+        "reply": "Shall I book Dr. Lee on Fri 27 Nov at 09:30 for Alice Smith?",
+        "bookings": [],
+        "suggested_slots": [],
+        "pending_action": {
+            "action_id": "a" * 32,
+            "kind": "book",
+            "calendar_name": "Dr. Lee",
+            "start": at(DAY, 9, 30).isoformat(),
+            "question": "Shall I book Dr. Lee on Fri 27 Nov at 09:30 for Alice Smith?",
+            "expires_at": at(DAY, 8).isoformat(),
+        },
+    }
+    parsed = ChatReply.model_validate(body)
+    assert parsed.pending_action is not None and parsed.pending_action.start == at(DAY, 9, 30)
