@@ -113,6 +113,8 @@ async def services(redis_url: str, model_base: str) -> AsyncIterator[httpx.Async
         openai_timeout_s=600.0,
         openai_max_retries=0,
         block_ms=100,
+        model_allowed_tools=True,
+        model_warmup=True,
     )
     _, calendar_app = build_calendar(settings)
     _, booking_app = build_booking(settings)
@@ -123,6 +125,10 @@ async def services(redis_url: str, model_base: str) -> AsyncIterator[httpx.Async
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as http:
+            started = time.perf_counter()
+            while (await http.get("/readyz")).status_code != 200:  # the prompt's prefix is warm
+                await asyncio.sleep(0.5)
+            print(f"chat ready (model prompt warm) after {time.perf_counter() - started:.1f} s", flush=True)
             yield http
         server.should_exit = True
         await task

@@ -1,9 +1,9 @@
-"""A real booking conversation with the real local model, end to end: HTTP -> chat service (loop,
-confirmation gate, leak guard, claim check) -> openai SDK -> local model server (Qwen2.5-Coder-1.5B,
-temperature 0) -> streams -> calendar and booking workers -> Redis.
+"""A real booking conversation with the real local model, end to end: HTTP -> chat service (tools
+from state, pending action, replies from facts, leak guard) -> openai SDK -> local model server
+(Qwen2.5-Coder-1.5B, temperature 0) -> streams -> calendar and booking workers -> Redis.
 
 The conversation is the one `make run` shows (services/demo.py): ask for Dr. Lee's free times on
-the next weekday, pick an offered slot, confirm it. Slow (seconds per model call on 2 cores);
+the next weekday, pick an offered slot, answer the confirmation question with yes. Slow (seconds per model call on 2 cores);
 skipped only when the llama-cpp-python wheel or the weights are absent.
 """
 
@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 
 from services.chat.api import create_app
-from services.chat.guards import confirms, find_leaks
-from services.demo import CALENDAR_ZONE, run_demo
+from services.chat.guards import find_leaks
+from services.demo import run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
 from tests.conftest import make_settings
@@ -40,6 +40,7 @@ async def settings(redis_url: str) -> Settings:
         openai_temperature=0.0,
         openai_timeout_s=300.0,
         tool_timeout_s=10.0,
+        model_allowed_tools=True,
     )
 
 
@@ -69,10 +70,11 @@ async def test_a_user_books_an_offered_slot_with_the_local_model_and_sees_only_n
     assert booking.start in result.offered
     assert booking.calendar_id == "dr-lee" and booking.user_id == "alice"
     assert booking.attendee_name.strip()
-    # ... and it was booked in the turn where the user confirmed that very time
-    confirming = next(t for t in result.turns if t.reply.bookings)
+    # ... and it was booked in the turn where the user said yes to the pending action for that very slot
+    index, confirming = next((i, t) for i, t in enumerate(result.turns) if t.reply.bookings)
     assert [b.booking_id for b in confirming.reply.bookings] == [booking.booking_id]
-    assert confirms(confirming.user, "", booking.start.astimezone(CALENDAR_ZONE))
+    asked = result.turns[index - 1].reply.pending_action
+    assert asked is not None and asked.start == booking.start and confirming.user == "Yes, please."
     assert all(not t.reply.bookings for t in result.turns if t is not confirming)
     # every reply the user saw is plain language
     for turn in result.turns:
