@@ -3,8 +3,8 @@ from state, pending action, replies from facts, leak guard) -> openai SDK -> loc
 (Qwen2.5-Coder-1.5B, temperature 0) -> streams -> calendar and booking workers -> Redis.
 
 The conversation is the one `make run` shows (services/demo.py): ask for Dr. Lee's free times on
-the next weekday, pick an offered slot, answer the confirmation question with yes. Slow (seconds per model call on 2 cores);
-skipped only when the llama-cpp-python wheel or the weights are absent.
+the next weekday, pick an offered slot, answer the confirmation question with yes. Slow (seconds
+per model call on 2 cores); skipped only when the llama-cpp-python wheel or the weights are absent.
 """
 
 from __future__ import annotations
