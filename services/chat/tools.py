@@ -87,7 +87,10 @@ class Answer(ToolArgs):
 def _calendars(state: ConversationState) -> dict[str, list[str]] | None:
     if not state.calendar_ids:
         return None
-    return {"calendar_ids": state.calendar_ids, "move_booking": [b.label for b in state.bookings]}
+    choices = {"calendar_ids": state.calendar_ids}
+    if state.bookings:  # without bookings it stays a free string the server ignores: the schema's
+        choices["move_booking"] = [b.label for b in state.bookings]  # types (and prompt) do not change
+    return choices
 
 
 def _offered(state: ConversationState) -> dict[str, list[str]] | None:
