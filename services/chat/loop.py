@@ -547,7 +547,7 @@ class Assistant:
                 reply = await self._request(turn, "list_my_bookings", parsed.model_dump(), call.id)
                 metrics.TOOL_CALLS.labels(name, _outcome(reply)).inc()
                 if reply.error is not None or reply.result is None:
-                    return model_view(reply, progress.state.zones), None
+                    return model_view(reply, progress.state.zones), _timed_out(reply, "your bookings")
                 listing = BookingList.model_validate(reply.result)
                 choices = progress.state.booking_choices(listing.bookings)
                 return model_view(reply, progress.state.zones), facts.bookings(choices)
@@ -562,7 +562,7 @@ class Assistant:
         reply = await self._request(turn, "fetch_free_slots", call.command().model_dump(mode="json"), call_id)
         metrics.TOOL_CALLS.labels("fetch_free_slots", _outcome(reply)).inc()
         if reply.error is not None or reply.result is None:
-            return model_view(reply, state.zones), None
+            return model_view(reply, state.zones), _timed_out(reply, "the calendar")
         result = FreeSlots.model_validate(reply.result)
         calendars = tuple(c for c in (state.calendar(i) for i in call.calendar_ids) if c is not None)
         await self._refresh_offers(turn, state)
@@ -752,6 +752,14 @@ def _free_view(result: FreeSlots, calendars: tuple[CalendarSummary, ...]) -> str
     if result.next_available is not None:
         view["next_available"] = slot_label(calendars, result.next_available.start)
     return json.dumps(view)
+
+
+def _timed_out(reply: Reply, what: str) -> str | None:
+    """A read that timed out ends the turn with a plain sentence (the model cannot fix a slow
+    service); other errors go back to the model, which may correct its call."""
+    if reply.error is not None and reply.error.code is ErrorCode.timeout:
+        return f"Sorry, I couldn't check {what} just now. Please try again in a moment."
+    return None
 
 
 def _outcome(reply: Reply) -> str:
