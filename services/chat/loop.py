@@ -24,13 +24,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import openai
 from openai import AsyncOpenAI, omit
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionMessageToolCall
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from services.chat import facts, guards
 from services.chat import tools as chat_tools
@@ -113,7 +113,9 @@ class ApprovalAnswer(BaseModel):
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
         description="A clock time the user's last message names, HH:MM in 24 h; null if none.",
     )
-    emails_named: list[str] = Field(description="E-mail addresses the user's last message names.")
+    emails_named: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")]] = Field(
+        description="E-mail addresses (name@domain) the user's last message names; usually empty."
+    )
     answer: Literal["agrees", "refuses", "wants_a_change"] = Field(
         description="agrees: yes to exactly what was asked; refuses: no; wants_a_change: another time, day, "
         "person or invitee, or a question."
@@ -351,7 +353,11 @@ class Assistant:
             return "other"
         self._count(completion)
         parsed = completion.choices[0].message.parsed if completion.choices else None
-        return parsed.decision(pending.action) if parsed is not None else "other"
+        if parsed is None:
+            return "other"
+        decision = parsed.decision(pending.action)
+        log.info("answer to the pending action read as %s (%s)", decision, parsed.model_dump_json())
+        return decision
 
     async def _approve(self, turn: Turn, progress: _Progress, pending: StoredAction) -> str:
         moved = await self.approvals.transition(
