@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from services.calendar.store import CalendarStore
 from services.chat.access import ApiKeys
@@ -32,6 +31,7 @@ from tests.e2e.flows import (
 )
 from tests.support.calendar_days import at, next_weekday
 from tests.support.scripted_model import ScriptedModel, call, calls, say
+from tests.support.serving import serving
 
 
 async def no_confirmation_for_dr_lee(system: System) -> None:
@@ -293,19 +293,12 @@ async def test_a_warm_up_sends_the_prompt_and_tools_once_and_readiness_waits_for
 ) -> None:
     model.script(answer("Hello"))
     warm = settings.model_copy(update={"model_warmup": True, "model_allowed_tools": True})
-    server = uvicorn.Server(uvicorn.Config(create_app(warm), host="127.0.0.1", port=0, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+    async with serving(create_app(warm)) as url, httpx.AsyncClient(base_url=url) as http:
         for _ in range(200):
             if (await http.get("/readyz")).status_code == 200:
                 break
             await asyncio.sleep(0.05)
         assert (await http.get("/readyz")).json()["checks"]["model_warm"] is True
-    server.should_exit = True
-    await task
     [request] = model.requests
     assert request["messages"][0]["role"] == "system" and "booking assistant" in request["messages"][0]["content"]
     assert {t["function"]["name"] for t in request["tools"]} >= {"fetch_free_slots", "book_meeting", "answer"}

@@ -9,12 +9,10 @@ per model call on 2 cores); skipped only when the llama-cpp-python wheel or the 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
 from services.chat.api import create_app
 from services.chat.guards import find_leaks
@@ -23,6 +21,7 @@ from services.model.settings import MODEL_ID
 from shared.settings import Settings
 from tests.conftest import make_settings
 from tests.model.conftest import shared_local_model
+from tests.support.serving import serving
 
 pytestmark = pytest.mark.local_model
 
@@ -46,15 +45,8 @@ async def settings(redis_url: str) -> Settings:
 
 @pytest.fixture
 async def chat(settings: Settings, workers: None) -> AsyncIterator[httpx.AsyncClient]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+    async with serving(create_app(settings)) as url, httpx.AsyncClient(base_url=url, timeout=600) as http:
         yield http
-    server.should_exit = True
-    await task
 
 
 async def test_a_user_books_an_offered_slot_with_the_local_model_and_sees_only_natural_replies(

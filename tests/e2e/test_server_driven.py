@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import uvicorn
 
 from services.chat.api import create_app
 from shared.keys import TenantKeys
@@ -30,6 +29,7 @@ from tests.e2e.flows import (
 )
 from tests.support.calendar_days import BERLIN, next_weekday
 from tests.support.scripted_model import call
+from tests.support.serving import serving
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T|[+-]\d{2}:\d{2}\b|UTC")
 
@@ -47,15 +47,8 @@ async def _propose(system: System, hhmm: str = "10:00") -> dict[str, object]:
 async def second_chat(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Another chat replica on the same Redis (its own instance id and reply stream)."""
     other = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
-    server = uvicorn.Server(uvicorn.Config(create_app(other), host="127.0.0.1", port=0, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+    async with serving(create_app(other)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield http
-    server.should_exit = True
-    await task
 
 
 async def test_a_booking_is_asked_checked_proposed_and_written_only_after_the_users_yes(system: System) -> None:
