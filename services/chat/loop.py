@@ -121,12 +121,14 @@ class ApprovalAnswer(BaseModel):
         "person or invitee, or a question."
     )
 
-    def decision(self, action: PendingAction) -> Literal["yes", "no", "other"]:
-        """yes only when the user agrees and names nothing the action does not hold."""
+    def decision(self, action: PendingAction, said: str) -> Literal["yes", "no", "other"]:
+        """yes only when the user agrees and names nothing the action does not hold. An address
+        counts only if the user wrote it (a small model invents one from the user's name)."""
         when_local = action.new_start or action.start
         other_time = self.time_named is not None and self.time_named != f"{when_local:%H:%M}"
         invited = {p.lower() for p in action.participants}
-        other_invitee = any(e.lower() not in invited for e in self.emails_named)
+        written = [e.lower() for e in self.emails_named if e.lower() in said.lower()]
+        other_invitee = any(e not in invited for e in written)
         if self.answer == "wants_a_change" or other_time or other_invitee:
             return "other"
         return "yes" if self.answer == "agrees" else "no"
@@ -355,7 +357,7 @@ class Assistant:
         parsed = completion.choices[0].message.parsed if completion.choices else None
         if parsed is None:
             return "other"
-        decision = parsed.decision(pending.action)
+        decision = parsed.decision(pending.action, turn.text)
         log.info("answer to the pending action read as %s (%s)", decision, parsed.model_dump_json())
         return decision
 

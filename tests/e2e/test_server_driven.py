@@ -291,3 +291,13 @@ async def test_an_agreeing_answer_that_names_a_new_invitee_is_no_yes_to_the_pend
     await system.say("yes")
     [booking] = await stored_bookings(system)
     assert booking.participants == ["bob@example.com"]
+
+
+async def test_an_address_the_reading_invents_is_not_taken_for_a_new_invitee(system: System) -> None:
+    """The 1.5B model reads 'Yes, please book it.' from Alice Smith as naming alice.smith@example.com."""
+    await _propose(system, "10:00")
+    system.model.script(decide("agrees", time="10:00", emails=("alice.smith@example.com",)))
+    body = (await system.say("Yes, please book it.")).json()
+    assert body["reply"].startswith("Done: you're booked")
+    [booking] = await stored_bookings(system)
+    assert booking.participants == []
