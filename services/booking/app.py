@@ -69,8 +69,8 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     service = BookingService(store)
     handler = make_handler(service, settings.ics_organizer)
     worker = StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, handler)
-    worker.register(broker)
     app = FastStream(broker)
+    worker.attach(app)
 
     @app.on_startup
     async def prepare() -> None:

@@ -65,8 +65,8 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
         make_handler(AvailabilityService(store)),
         forget=frozenset({"import_ics"}),  # the calendar's text is private: keep only its busy blocks
     )
-    worker.register(broker)
     app = FastStream(broker)
+    worker.attach(app)
 
     @app.on_startup
     async def prepare() -> None:
