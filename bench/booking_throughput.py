@@ -129,6 +129,7 @@ class Row:
     errors: dict[str, int]
     plain_per_s: float = float("nan")
     plain_cpu_us: float = float("nan")
+    invitation_cpu_us: float = float("nan")
 
 
 async def wait_all(replies: Replies, envelopes: list[Envelope], timeout_s: float) -> None:
@@ -190,18 +191,36 @@ def start_profile(pid: int, path: str) -> subprocess.Popen[bytes]:
     )
 
 
+async def invitations_settled(redis: Redis, timeout_s: float) -> None:
+    """Wait until the invitations group has rendered every event so far."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for info in await redis.xinfo_groups(streams.BOOKING_EVENTS):
+            if info["name"] == streams.INVITATIONS_GROUP.encode() and not info["pending"] and not info["lag"]:
+                return
+        await asyncio.sleep(0.05)
+
+
 async def run(url: str, workers: int, commands: int, rate: float, slots: Slots, profile: str | None = None) -> Row:
     redis = Redis.from_url(url)
+    tag = uuid.uuid4().hex[:6]
     procs = [
-        WorkerProcess("services.booking", url, f"bench-{workers}-{i}-{uuid.uuid4().hex[:6]}", BLOCK_MS=100).start()
+        WorkerProcess(
+            "services.booking", url, f"bench-{workers}-{i}-{tag}", BLOCK_MS=100, BOOKING_INVITATIONS="false"
+        ).start()
         for i in range(workers)
     ]
+    # the .ics invitations: one process of their own, as `make run` starts them
+    renderer = WorkerProcess("services.booking.invitations", url, f"bench-inv-{tag}", BLOCK_MS=100).start()
     try:
-        for proc in procs:
+        for proc in [*procs, renderer]:
             await proc.ready()
         warm = await slots.commands(redis, 200 * workers, f"replies:bench-warm-{uuid.uuid4().hex[:6]}")
         await publish_all(redis, warm, {})
         await wait_all(Replies(redis, warm[0].reply_to), warm, 30)
+        await invitations_settled(redis, 60)
+        assert renderer.process is not None
+        renderer_before = cpu_seconds(renderer.process.pid)
 
         envelopes = await slots.commands(redis, commands, f"replies:bench-{uuid.uuid4().hex[:6]}")
         replies = Replies(redis, envelopes[0].reply_to)
@@ -218,6 +237,8 @@ async def run(url: str, workers: int, commands: int, rate: float, slots: Slots, 
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(30)
+        await invitations_settled(redis, 120)
+        invitation_cpu_us = (cpu_seconds(renderer.process.pid) - renderer_before) / len(replies.seen) * 1e6
 
         paced_envelopes = await slots.commands(redis, int(rate * 5), f"replies:bench-lat-{uuid.uuid4().hex[:6]}")
         paced_replies = Replies(redis, paced_envelopes[0].reply_to)
@@ -237,9 +258,10 @@ async def run(url: str, workers: int, commands: int, rate: float, slots: Slots, 
             pct(latencies, 0.5),
             pct(latencies, 0.99),
             errors,
+            invitation_cpu_us=invitation_cpu_us,
         )
     finally:
-        WorkerProcess.stop_all(procs)
+        WorkerProcess.stop_all([*procs, renderer])
         await redis.aclose()
 
 
@@ -268,8 +290,8 @@ async def main_async(url: str, args: argparse.Namespace) -> int:
         f"1-min load {load_start:.1f} at start, {load:.1f} at end"
     )
     header = ("workers", "replies", "commands/s", "CPU/cmd", "p50 ms", "p99 ms")
-    header += ("plain/s", "plain CPU", "vs plain", "CPU vs")
-    widths = (7, 7, 10, 8, 7, 7, 8, 9, 8, 6)
+    header += ("plain/s", "plain CPU", "vs plain", "CPU vs", ".ics CPU")
+    widths = (7, 7, 10, 8, 7, 7, 8, 9, 8, 6, 8)
     print(" | ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)) + " | errors")
     print("-+-".join("-" * w for w in widths) + "-+-------")
     for row in rows:
@@ -284,9 +306,11 @@ async def main_async(url: str, args: argparse.Namespace) -> int:
             f"{row.plain_cpu_us:.0f} us",
             f"{row.per_s / row.plain_per_s:.2f}",
             f"{row.cpu_us / row.plain_cpu_us:.2f}",
+            f"{row.invitation_cpu_us:.0f} us",
         )
         print(" | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)) + f" | {row.errors or '-'}")
-    print("vs plain: our commands/s over the plain loop's (as many processes); CPU vs: our CPU per command over its")
+    print("vs plain: our commands/s over the plain loop's (as many processes); CPU vs: our CPU per command over its;")
+    print(".ics CPU: the invitations process (python -m services.booking.invitations) per booking, off the reply path")
     two = [r.per_s for r in rows if r.workers == 2]
     if two:
         verdict = "met" if max(two) >= GOAL_PER_S else "NOT met"

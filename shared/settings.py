@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     """Where a worker's metrics server binds: loopback for local runs, 0.0.0.0 in a container."""
 
+    booking_invitations: bool = True
+    """A booking worker process also consumes booking.events in group "invitations" and renders the
+    .ics invitations (after the replies, off their path). False: run them elsewhere
+    (python -m services.booking.invitations)."""
     ics_organizer: str = "bookings@booking-assistant.invalid"
     """The ORGANIZER address of the .ics invitations on booking.events (the address replies go to)."""
 

@@ -537,6 +537,48 @@ class StreamWorker:
             await asyncio.sleep(every_s)
 
 
+EventHandler = Callable[[bytes], Awaitable[None]]
+"""Applies one entry's `__data__` (JSON); raises ValueError for an entry it can never apply."""
+
+
+async def _no_envelopes(envelope: Envelope, redelivered: bool) -> Handled:
+    raise RuntimeError("an event consumer handles events, not envelopes")
+
+
+class EventConsumer(StreamWorker):
+    """Consumes a stream of facts (e.g. booking.events) in a group of its own: same reading,
+    reclaim, heartbeat and dead letters as StreamWorker, but no replies; an entry is acked once
+    `apply` stored its effect, and `apply` must be idempotent (entries arrive at least once)."""
+
+    def __init__(self, settings: Settings, redis: Redis, stream: str, group: str, apply: EventHandler) -> None:
+        super().__init__(settings, redis, stream, group, _no_envelopes)
+        self.apply = apply
+
+    async def _apply_one(self, fields: Mapping[bytes, bytes]) -> None:
+        data = fields.get(_DATA)
+        if data is None:
+            raise ValueError(f"no {streams.DATA_FIELD} field")
+        await self.apply(data)
+
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
+        results = await asyncio.gather(*(self._apply_one(f) for _, f in entries), return_exceptions=True)
+        done: list[bytes] = []
+        for (entry_id, fields), result in zip(entries, results, strict=True):
+            if isinstance(result, ValidationError):
+                await self.dead_letter(entry_id, fields, f"not an event: {describe_validation_error(result)}")
+            elif isinstance(result, ValueError):
+                await self.dead_letter(entry_id, fields, f"not an event: {result}")
+            elif isinstance(result, BaseException):
+                log.error("applying %s from %s failed: %s; left pending", entry_id, self.stream, result)
+                self._count("retry")
+            else:
+                done.append(entry_id)
+        if done:
+            await self.redis.xack(self.stream, self.group, *done)
+            for _ in done:
+                self._count("ok")
+
+
 def observe(app: FastStream, settings: Settings, worker: StreamWorker) -> None:
     """With METRICS_PORT set: serve this process's Prometheus metrics on
     http://METRICS_HOST:METRICS_PORT/metrics from startup to shutdown, and keep the worker's
