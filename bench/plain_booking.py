@@ -20,16 +20,15 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.booking.store import LUA
+from services.booking.store import write_script
 from shared.domain import Booking, BookingOutcome, BookingStatus
-from shared.holds import with_holds
 from shared.keys import TenantKeys
 from shared.messages import Envelope, Reply
 from shared.offers import offer_field
 
 PLAIN_STREAM = "bench.plain"
 PLAIN_GROUP = "plain"
-BOOK_LUA = with_holds((LUA / "book.lua").read_text())
+BOOK_LUA = write_script("book.lua")
 BOOK_SHA = hashlib.sha1(BOOK_LUA.encode()).hexdigest()
 TTL_S = 48 * 3600
 
@@ -86,6 +85,7 @@ def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
             meta,
             booking_id,
             envelope.conversation_id,
+            0,
         ],
         "reply_to": envelope.reply_to,
         # the reply as our worker writes it, with the script's result spliced in at `result`

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis as sync_redis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
@@ -27,6 +27,8 @@ RETRIES = 20
 """0.05, 0.1, 0.2, 0.4, 0.8, then 1 s each: about 17 s in all, longer than a restart with AOF."""
 RETRY_SPAN_S = RETRY_BASE_S * (2**5 - 1) + RETRY_CAP_S * (RETRIES - 5)
 HEALTH_CHECK_INTERVAL_S = 5
+POOL_WAIT_S = 20
+"""All pooled connections busy: a command waits this long for one (instead of failing at once)."""
 RETRY_ON: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError, ConnectionResetError)
 
 
@@ -47,16 +49,19 @@ def _options() -> dict[str, Any]:
 
 def connect(url: str, *, max_connections: int = 200) -> Redis:
     """A bytes-mode client (FastStream breaks with decode_responses=True, so we never share it),
-    retrying on connection errors with backoff (see the module doc).
+    retrying on connection errors with backoff (see the module doc). Beyond `max_connections`
+    concurrent commands, a command waits for a free connection rather than failing.
 
     The socket timeout stays above every blocking read we issue (at most a few seconds).
     """
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         retry=Retry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES),
         **_options(),
     )
+    return Redis(connection_pool=pool)
 
 
 def sync_connect(url: str) -> sync_redis.Redis:
