@@ -296,7 +296,8 @@ class StreamWorker:
             for consumer in (c for c in holders if not alive[c]):
                 await self._claim_from_dead(consumer)
         await self._autoclaim()
-        if time.monotonic() - self._forget_checked > FORGET_CHECK_INTERVAL_S:
+        every_s = min(FORGET_CHECK_INTERVAL_S, self.settings.consumer_forget_ms / 2000)
+        if time.monotonic() - self._forget_checked > every_s:
             self._forget_checked = time.monotonic()
             await self.forget_dead_consumers()
 
