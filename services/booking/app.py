@@ -63,7 +63,7 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     # per-batch access logs ("Received"/"Processed") only at DEBUG: at thousands of commands a
     # second they cost more than they tell
     broker = RedisBroker(settings.redis_url, graceful_timeout=10.0, log_level=logging.DEBUG)
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
     store = BookingStore(redis, settings.idempotency_ttl_s)
     service = BookingService(store)
     handler = make_handler(service)

@@ -113,7 +113,7 @@ def consumer(settings: Settings, redis: Redis) -> EventConsumer:
 def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     """An invitations-only process."""
     broker = RedisBroker(settings.redis_url, graceful_timeout=10.0, log_level=logging.DEBUG)
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
     worker = consumer(settings, redis)
     app = FastStream(broker)
 
