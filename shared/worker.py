@@ -220,6 +220,8 @@ class StreamWorker:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._autoclaim_cursor = "0-0"
+        self._acks: list[bytes] = []
+        self._forgotten: list[bytes] = []
         self._forget_checked = 0.0
 
     def attach(self, app: FastStream) -> None:
@@ -248,23 +250,42 @@ class StreamWorker:
         self._tasks = []
         await asyncio.to_thread(self.heartbeat.stop)
 
+    async def _read(self) -> Rows:
+        """The next batch; the acks (and deletions) of the last one travel in the same round
+        trip, ahead of the read: they come after its replies and events were stored and
+        checked, and a lost ack costs only a harmless redelivery."""
+        acks, self._acks = self._acks, []
+        forgotten, self._forgotten = self._forgotten, []
+        pipe = self.redis.pipeline(transaction=False)
+        if acks:
+            pipe.xack(self.stream, self.group, *acks)
+        if forgotten:
+            pipe.xdel(self.stream, *forgotten)
+        pipe.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.settings.batch_size, block=self.settings.block_ms
+        )
+        *_, rows = await pipe.execute()
+        return cast(Rows, rows)
+
+    async def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        forgotten, self._forgotten = self._forgotten, []
+        pipe = self.redis.pipeline(transaction=False)
+        if acks:
+            pipe.xack(self.stream, self.group, *acks)
+        if forgotten:
+            pipe.xdel(self.stream, *forgotten)
+        if acks or forgotten:
+            await pipe.execute()
+
     async def _read_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
-                rows = cast(
-                    Rows,
-                    await self.redis.xreadgroup(
-                        self.group,
-                        self.consumer,
-                        {self.stream: ">"},
-                        count=self.settings.batch_size,
-                        block=self.settings.block_ms,
-                    ),
-                )
+                rows = await self._read()
                 failures = 0
                 for _, entries in rows:
-                    await self.process(entries, redelivered=False)
+                    await self.process(entries, redelivered=False, defer_acks=True)
             except RedisError as exc:
                 pause = READ_RETRY_S[min(failures, len(READ_RETRY_S) - 1)]
                 failures += 1
@@ -273,6 +294,10 @@ class StreamWorker:
             except Exception:  # a bug must not end the loop; the entries stay pending
                 log.exception("handling a batch of %s failed", self.stream)
                 await asyncio.sleep(0.5)
+        try:
+            await self._flush_acks()
+        except RedisError as exc:  # they stay pending: another worker redelivers them
+            log.warning("acking the last batch of %s failed: %s", self.stream, exc)
 
     async def _reclaim_loop(self) -> None:
         while not self._stopping.is_set():
@@ -399,8 +424,9 @@ class StreamWorker:
             return  # acked meanwhile by the consumer that was slow, not dead
         await self._retry([(entry_id, fields)], {entry_id: attempts})
 
-    async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
-        """Handle entries concurrently; store replies and events, then ack what succeeded."""
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool, defer_acks: bool = False) -> None:
+        """Handle entries concurrently; store replies and events, then ack what succeeded (with
+        `defer_acks`, in the round trip of the reader's next read)."""
         parsed: list[tuple[bytes, Envelope]] = []
         for entry_id, fields in entries:
             try:
@@ -449,11 +475,10 @@ class StreamWorker:
                 if envelope.type in self.forget:
                     forgotten.append(entry_id)
         if done:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xack(self.stream, self.group, *done)
-            if forgotten:
-                pipe.xdel(self.stream, *forgotten)
-            await pipe.execute()
+            self._acks.extend(done)
+            self._forgotten.extend(forgotten)
+            if not defer_acks:
+                await self._flush_acks()
             for label in labels:
                 self._count(label)
 
@@ -561,7 +586,7 @@ class EventConsumer(StreamWorker):
             raise ValueError(f"no {streams.DATA_FIELD} field")
         await self.apply(data)
 
-    async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool, defer_acks: bool = False) -> None:
         results = await asyncio.gather(*(self._apply_one(f) for _, f in entries), return_exceptions=True)
         done: list[bytes] = []
         for (entry_id, fields), result in zip(entries, results, strict=True):
@@ -575,7 +600,9 @@ class EventConsumer(StreamWorker):
             else:
                 done.append(entry_id)
         if done:
-            await self.redis.xack(self.stream, self.group, *done)
+            self._acks.extend(done)
+            if not defer_acks:
+                await self._flush_acks()
             for _ in done:
                 self._count("ok")
 

@@ -43,12 +43,12 @@ async def test_dead_consumers_have_their_entries_claimed_then_are_removed_but_li
         "VISIBILITY_TIMEOUT_MS": 60_000,  # claimed because their consumer is dead, not because they are old
     }
     live_ids = [f"live-{uuid.uuid4().hex[:6]}" for _ in range(2)]
-    for instance in live_ids:  # listed from the start, so a live worker's idle time grows too
-        await redis.xgroup_createconsumer(streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, instance)
     workers = [WorkerProcess("services.booking", redis_url, instance, **env).start() for instance in live_ids]
     try:
         for worker in workers:
             await worker.ready()
+        for instance in live_ids:  # listed (Redis 7.0 lists a consumer once served), idle from now on
+            await redis.xgroup_createconsumer(streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, instance)
         replies = Replies(redis, reply_to)
         began = time.monotonic()
         assert not await replies.wait_for([e.message_id for e in held], 10)
