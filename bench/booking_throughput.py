@@ -145,13 +145,20 @@ def errors_of(replies: Replies) -> dict[str, int]:
     return out
 
 
+async def plain_done(redis: Redis) -> bool:
+    """Every entry of the plain stream read and acked (its reply and event stored)."""
+    for info in await redis.xinfo_groups(plain_booking.PLAIN_STREAM):
+        if info["name"] == plain_booking.PLAIN_GROUP.encode():
+            return not info["pending"] and not info["lag"]
+    return False
+
+
 async def run_plain(url: str, processes: int, commands: int, slots: Slots) -> tuple[float, float]:
     """(bookings/s, CPU us per booking) of `processes` plain redis-py loops (bench.plain_booking)."""
     redis = Redis.from_url(url)
     now = int(time.time())
     envelopes = await slots.commands(redis, commands, f"replies:plain-{uuid.uuid4().hex[:6]}")
     calls = [plain_booking.plain_call(e, uuid.uuid4().hex, now) for e in envelopes]
-    reply_to = envelopes[0].reply_to
     await redis.delete(plain_booking.PLAIN_STREAM)
     await redis.xgroup_create(plain_booking.PLAIN_STREAM, plain_booking.PLAIN_GROUP, id="0", mkstream=True)
     procs = [
@@ -169,7 +176,10 @@ async def run_plain(url: str, processes: int, commands: int, slots: Slots) -> tu
             for call in calls[i : i + 500]:
                 pipe.xadd(plain_booking.PLAIN_STREAM, {b"call": call})
             await pipe.execute()
-        while await redis.xlen(reply_to) < commands:
+        give_up = time.monotonic() + 120
+        while not await plain_done(redis):
+            if time.monotonic() > give_up:
+                raise RuntimeError("the plain loop did not finish its entries")
             await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - began
         cpu_us = (sum(cpu_seconds(p.pid) for p in procs) - cpu_before) / commands * 1e6
