@@ -347,6 +347,8 @@ class StreamWorker:
                 await self.redis.xclaim(self.stream, self.group, self.consumer, 100, list(counts)),
             )
             entries = [e for e in claimed if e is not None]
+            if not entries:
+                return  # delivered to it a moment ago, or deleted meanwhile: the next pass
             log.warning("claimed %d entries of dead consumer %s on %s", len(entries), consumer, self.stream)
             await self._retry(entries, counts)
             if len(rows) < self.settings.batch_size:
