@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import cast
 
@@ -31,6 +32,9 @@ from shared.tools import TOOLS
 
 log = logging.getLogger(__name__)
 REPLY_STREAM_TTL_S = 24 * 3600
+TTL_REFRESH_S = 60.0
+"""The reply stream's TTL is pushed forward at most this often (not after every read: one round
+trip less between a reply and the next read)."""
 
 
 class ToolBus:
@@ -45,6 +49,7 @@ class ToolBus:
         self._reader: asyncio.Task[None] | None = None
         self._last_id = "$"
         self._stopping = asyncio.Event()
+        self._ttl_refreshed = float("-inf")
 
     async def start(self) -> None:
         await streams.ensure_groups(self.redis)
@@ -119,7 +124,8 @@ class ToolBus:
                 for entry_id, fields in entries:
                     self._last_id = entry_id.decode()
                     self._resolve(fields.get(streams.DATA_FIELD.encode()))
-            if batches:
+            if batches and time.monotonic() - self._ttl_refreshed > TTL_REFRESH_S:
+                self._ttl_refreshed = time.monotonic()
                 await self.redis.expire(self.reply_to, REPLY_STREAM_TTL_S)
 
     def _resolve(self, raw: bytes | None) -> None:
