@@ -35,7 +35,8 @@ def document() -> dict[str, object]:
     broker.publisher(
         stream=streams.BOOKING_EVENTS,
         title="booking.events",
-        description="created / cancelled / rescheduled, with the booking, causation id and an .ics invite.",
+        description="created / cancelled / rescheduled, with the booking and causation id "
+        "(the .ics invitation is rendered from it by the invitations group).",
     )
     broker.publisher(
         stream=streams.DEAD_LETTERS,

@@ -14,8 +14,11 @@
    its own at /metrics. The start banner lists them.
 3. A scripted demo conversation through the chat HTTP API (services/demo.py), unless --no-demo.
 
-Every child's output is shown with its name in front. Ctrl-C or SIGTERM stops everything: each
-child gets SIGTERM (chat first, the model last), then SIGKILL after 10 s.
+Every child's output is shown with its name in front. A worker that dies is restarted, as a
+supervisor would: after 0.5 s, doubling per quick successive death up to 30 s (reset once it
+ran a minute), and the log says so; the chat or the model dying stops everything. Ctrl-C or
+SIGTERM stops everything: each child gets SIGTERM (chat first, the model last), then SIGKILL
+after 10 s.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ INSTALL_SCRIPT = ROOT / "scripts" / "install_local_model.sh"
 MODEL_LOAD_TIMEOUT_S = 300.0
 CHAT_START_TIMEOUT_S = 300.0  # with the local model: its prompt prefix is evaluated first (~20-60 s)
 STOP_GRACE_S = 10.0
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
+RESTART_RESET_AFTER_S = 60.0
+"""A worker that ran this long before dying is restarted after RESTART_FIRST_S again."""
 
 ModelChoice = Literal["auto", "local", "none"]
 ModelPlan = Literal["local", "configured", "none"]
@@ -57,6 +64,8 @@ class Proc:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     """Variables set for this child on top of the runner's environment."""
+    restart: bool = False
+    """Restarted with backoff when it dies (the workers); else its death stops everything."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,7 @@ def plan(
         env = dict(common)
         if metrics_ports:
             env |= {"METRICS_HOST": ports.metrics_host, "METRICS_PORT": str(metrics_ports[n])}
-        procs.append(Proc(f"{kind}.{i}", [py, "-m", f"services.{kind}"], env))
+        procs.append(Proc(f"{kind}.{i}", [py, "-m", f"services.{kind}"], env, restart=True))
     procs.append(Proc("chat", [py, "-m", "services.chat"], chat_env))
     return procs
 
@@ -181,8 +190,16 @@ class Supervisor:
         self.stop = threading.Event()
         self.code = 0
         self.quiet = quiet
+        self._started: dict[str, float] = {}
+        self._restarts: dict[str, int] = {}
+        self._due: dict[str, float] = {}
 
     def start(self, proc: Proc) -> subprocess.Popen[str]:
+        child = self._spawn(proc)
+        self.children.append((proc, child))
+        return child
+
+    def _spawn(self, proc: Proc) -> subprocess.Popen[str]:
         child = subprocess.Popen(
             proc.argv,
             cwd=ROOT,
@@ -195,16 +212,37 @@ class Supervisor:
         )
         assert child.stdout is not None
         threading.Thread(target=_pump, args=(proc.name, child.stdout, self.quiet), daemon=True).start()
-        self.children.append((proc, child))
+        self._started[proc.name] = time.monotonic()
         return child
 
     def check(self) -> None:
-        """Stop everything when a child has exited on its own."""
-        for proc, child in self.children:
-            if child.poll() is not None and not self.stop.is_set():
+        """Restart a dead worker with backoff; stop everything when another child has exited."""
+        for n, (proc, child) in enumerate(self.children):
+            if child.poll() is None or self.stop.is_set():
+                continue
+            if not proc.restart:
                 say("runner", f"{proc.name} exited with {child.returncode}; stopping everything")
                 self.code = child.returncode or 1
                 self.stop.set()
+                continue
+            now = time.monotonic()
+            due = self._due.get(proc.name)
+            if due is None:
+                ran = now - self._started.get(proc.name, now)
+                deaths = 0 if ran > RESTART_RESET_AFTER_S else self._restarts.get(proc.name, 0)
+                delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2**deaths)
+                self._restarts[proc.name] = deaths + 1
+                self._due[proc.name] = now + delay
+                say(
+                    "runner",
+                    f"{proc.name} exited with {child.returncode}; restarting it in {delay:.1f} s "
+                    f"(restart {deaths + 1} in a row)",
+                )
+            elif now >= due:
+                del self._due[proc.name]
+                replacement = self._spawn(proc)
+                self.children[n] = (proc, replacement)
+                say("runner", f"{proc.name} restarted (pid {replacement.pid})")
 
     def wait_until(self, ready: Callable[[], bool | None], timeout: float, what: str) -> bool:
         """Poll `ready` (True: go on, None: keep waiting, False: give up) while nothing stopped."""
@@ -411,7 +449,7 @@ def _run(args: argparse.Namespace, settings: Settings, ports: Ports, model: Mode
         run_demo_thread(ports, settings, sup)
     while not sup.stop.is_set():
         sup.check()
-        sup.stop.wait(0.5)
+        sup.stop.wait(0.25)
     return sup.code
 
 

@@ -39,6 +39,15 @@ class TenantKeys:
         """JSON of one booking."""
         return f"{self._tag}:bk:{booking_id}"
 
+    def invitation(self, booking_id: str) -> str:
+        """Hash of a booking's current .ics invitation (services/booking/invitations.py);
+        `bkinv`, so that it never matches the `bk:*` booking keys."""
+        return f"{self._tag}:bkinv:{booking_id}"
+
+    def invitations(self) -> str:
+        """Stream of the tenant's rendered invitations, one entry per stored version (a mailer's outbox)."""
+        return f"{self._tag}:invitations"
+
     def booking_revision(self, booking_id: str) -> str:
         """Counter of a booking's changes (its iCalendar SEQUENCE); `bkrev`, so that it never
         matches the `bk:*` booking keys."""

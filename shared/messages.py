@@ -45,6 +45,15 @@ class Envelope(BaseModel):
     type: MessageType
     payload: dict[str, Any]
     reply_to: str = Field(min_length=1, max_length=200, description="Stream the reply goes to.")
+    deadline: AwareDatetime | None = Field(
+        default=None,
+        description="When the caller stops waiting (its timeout). A worker that gets the command later "
+        "answers `expired` and changes nothing; the write scripts check it against the Redis server's clock.",
+    )
+
+    def deadline_ms(self) -> int:
+        """The deadline as epoch milliseconds, 0 for none (the write scripts' argument)."""
+        return 0 if self.deadline is None else int(self.deadline.timestamp() * 1000)
 
     def payload_fingerprint(self) -> str:
         """Digest of type + payload: the same idempotency key with another fingerprint is a conflict."""
@@ -69,6 +78,7 @@ class ErrorCode(StrEnum):
     needs_confirmation = "needs_confirmation"
     daily_limit = "daily_limit"
     timeout = "timeout"
+    expired = "expired"
     internal = "internal"
 
 

@@ -13,6 +13,7 @@ MODEL_LATENCY = Histogram(
 )
 MODEL_TOKENS = Counter("booking_model_tokens_total", "Model tokens by kind", ["kind"])
 BOOKINGS = Counter("booking_effects_total", "Bookings created, cancelled or rescheduled", ["status"])
+INVITATIONS = Counter("booking_invitations_total", "Booking invitations (.ics) rendered and stored, once per version")
 MESSAGES = Counter("booking_stream_messages_total", "Stream messages handled by workers", ["stream", "outcome"])
 STREAM_PENDING = Gauge("booking_stream_pending", "Entries delivered but not acked, per group", ["stream", "group"])
 STREAM_LAG = Gauge("booking_stream_lag", "Entries not yet delivered to the group", ["stream", "group"])

@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     (every third of it, while the turn runs): a retry after the chat died waits at most this
     long, then runs the turn again."""
     visibility_timeout_ms: int = 30_000
+    """An entry a live consumer has held this long is handed to another one (a stuck handler)."""
+    consumer_dead_ms: int = 3_000
+    """A consumer whose heartbeat is older than this is dead: its pending entries are claimed at
+    once, well inside the caller's deadline (TOOL_TIMEOUT_S), so a crash costs a retry."""
+    consumer_forget_ms: int = 3_600_000
+    """A dead consumer with nothing pending, idle this long, is removed from its group."""
+    reclaim_interval_ms: int = 500
+    """How often a worker looks for dead consumers' and stuck entries."""
     max_delivery_attempts: int = 5
     batch_size: int = 100
     block_ms: int = 1_000
@@ -73,6 +81,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     """Where a worker's metrics server binds: loopback for local runs, 0.0.0.0 in a container."""
 
+    booking_invitations: bool = True
+    """A booking worker process also consumes booking.events in group "invitations" and renders the
+    .ics invitations (after the replies, off their path). False: run them elsewhere
+    (python -m services.booking.invitations)."""
     ics_organizer: str = "bookings@booking-assistant.invalid"
     """The ORGANIZER address of the .ics invitations on booking.events (the address replies go to)."""
 

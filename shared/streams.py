@@ -17,11 +17,14 @@ BOOKING_EVENTS: Final = "booking.events"
 DEAD_LETTERS: Final = "dead.letters"
 CALENDAR_GROUP: Final = "calendar"
 BOOKING_GROUP: Final = "booking"
+INVITATIONS_GROUP: Final = "invitations"
+"""Renders the .ics invitations of booking.events (services/booking/invitations.py)."""
 DATA_FIELD: Final = "__data__"
 
 GROUPS: Final[tuple[tuple[str, str], ...]] = (
     (CALENDAR_REQUESTS, CALENDAR_GROUP),
     (BOOKING_COMMANDS, BOOKING_GROUP),
+    (BOOKING_EVENTS, INVITATIONS_GROUP),
 )
 
 

@@ -1,9 +1,23 @@
 """The consuming side of a stream, shared by the calendar and booking workers.
 
-One FastStream batch subscriber reads new entries of a consumer group; a second one on the
-same group reclaims entries a dead consumer left pending (XAUTOCLAIM after the visibility
-timeout). Acks are manual and come only after the effect and the reply are stored, so
-delivery is at-least-once; the handlers are idempotent, so effects are exactly-once.
+Each worker runs two loops of its own on plain redis-py (no FastStream subscriber: its
+per-message wrappers cost more than the Redis work, see docs/performance.md):
+* the reader: XREADGROUP a batch of new entries, handle them concurrently, store replies and
+  events, then XACK what has its effect stored (one XACK per batch);
+* the reclaimer, every `reclaim_interval_ms`: the entries of **dead** consumers (whose
+  heartbeat key expired: `consumer_dead_ms`, a few seconds, well inside the caller's deadline)
+  are claimed at once, so a crash costs a retry, not a failed turn; entries a live consumer
+  held past `visibility_timeout_ms` (a stuck handler) are claimed with XAUTOCLAIM; dead
+  consumers idle past `consumer_forget_ms` with nothing pending are removed from the group
+  (their entries were claimed first).
+The heartbeat is a key per consumer (`SET ... PX consumer_dead_ms`) refreshed from a thread, so
+a long CPU-bound batch does not make a live worker look dead. Acks are manual and come only
+after the effect and the reply are stored: delivery is at-least-once; the handlers are
+idempotent, so effects are exactly-once.
+
+Deadlines: an envelope whose `deadline` has passed is answered `expired` without running its
+handler (the write scripts check it again against the Redis server's clock, so a late reclaim
+can never apply it).
 
 Poison never blocks the group:
 * an entry that is not an envelope (no `__data__`, not JSON, not UTF-8, wrong fields) goes to
@@ -11,9 +25,8 @@ Poison never blocks the group:
 * an envelope whose handler keeps failing (or whose reply cannot be stored) is retried by the
   reclaimer and goes to the dead-letter stream once its delivery count (from XPENDING) passes
   `max_delivery_attempts`; its caller then gets a typed `internal` error reply, where possible,
-  instead of waiting for ever.
-Entries are decoded here, one by one, not by FastStream's parser: an entry that parser cannot
-read would fail its whole batch before any handler ran, and could never be dead-lettered.
+  instead of waiting for ever. An entry is acked only once its dead letter is stored (Redis out
+  of memory: it stays pending and is dead-lettered later).
 
 Observability: every line logged while an envelope is handled carries its request, conversation,
 correlation and tenant ids (`shared.logs.log_context`); `booking_stream_messages_total` counts
@@ -21,9 +34,9 @@ each handled entry by outcome ("ok", the error code of a typed error reply, "ret
 pending, "dead_letter"). With METRICS_PORT set, `observe` serves the process's metrics there and
 keeps the group's pending and lag gauges current.
 
-Graceful stop (SIGTERM): FastStream stops reading, waits up to the broker's `graceful_timeout`
-for the batch in hand (handled, replied, acked), then exits; anything read but not acked stays
-pending and is reclaimed by another worker.
+Graceful stop (SIGTERM): the reader stops reading, finishes the batch in hand (handled,
+replied, acked) within the grace period, the heartbeat key is deleted (so others claim at once
+whatever is left), then the process exits.
 """
 
 from __future__ import annotations
@@ -32,14 +45,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any, Final, cast
 from wsgiref.simple_server import WSGIServer
 
-from faststream import AckPolicy, Context, FastStream
-from faststream.message import StreamMessage
-from faststream.redis import RedisBroker, StreamSub
+import redis as sync_redis
+from faststream import FastStream
 from faststream.redis.parser import BinaryMessageFormatV1
 from prometheus_client import start_http_server
 from pydantic import ValidationError
@@ -49,7 +64,7 @@ from redis.exceptions import RedisError
 from shared import metrics, streams
 from shared.logs import log_context
 from shared.messages import DomainError, Envelope, ErrorCode, Reply, ToolError
-from shared.redis import as_text
+from shared.redis import as_text, sync_connect
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,10 +74,15 @@ EVENTS_MAXLEN = 100_000
 DEAD_LETTER_MAXLEN = 100_000
 MAX_DEAD_BODY_CHARS = 10_000
 GROUP_STATS_INTERVAL_S = 5.0
+FORGET_CHECK_INTERVAL_S = 30.0
+STOP_GRACE_S = 10.0
+READ_RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+"""Pauses between failed reads (Redis away), the last one repeated."""
 _DATA: Final = streams.DATA_FIELD.encode()
 
 Entry = tuple[bytes, Mapping[bytes, bytes]]
 """(entry id, fields) as read from the stream."""
+Rows = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +103,13 @@ def error_reply(envelope: Envelope, code: ErrorCode, message: str) -> Reply:
         message_id=envelope.message_id,
         type=envelope.type,
         error=ToolError(code=code, message=message),
+    )
+
+
+def expired_reply(envelope: Envelope) -> Reply:
+    """The answer to a command that arrived after its caller's deadline: nothing was changed."""
+    return error_reply(
+        envelope, ErrorCode.expired, "This request arrived after its deadline and changed nothing; try again."
     )
 
 
@@ -121,14 +148,48 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> Envelope:
     return Envelope.model_validate_json(data)
 
 
-async def _keep_raw(message: Any) -> StreamMessage[Any]:
-    """FastStream parser that keeps the entries as read (see the module doc)."""
-    return StreamMessage(raw_message=message, body=b"")
+def heartbeat_key(stream: str, group: str, consumer: str) -> str:
+    """The key whose presence says a consumer of a group is alive."""
+    return f"consumer:alive:{stream}:{group}:{consumer}"
 
 
-async def _no_body(message: StreamMessage[Any]) -> None:
-    """FastStream decoder: the worker reads `raw_message`, not a decoded body."""
-    return None
+class Heartbeat:
+    """Keeps a consumer's heartbeat key alive from a thread of its own (a long CPU-bound batch
+    on the event loop must not make a live worker look dead)."""
+
+    def __init__(self, url: str, key: str, ttl_ms: int) -> None:
+        self.url = url
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat_once(self, client: sync_redis.Redis) -> None:
+        client.set(self.key, b"1", px=self.ttl_ms)
+
+    def start(self) -> None:
+        client = sync_connect(self.url)
+        self.beat_once(client)  # alive before the first read
+
+        def run() -> None:
+            every = self.ttl_ms / 3000
+            while not self._stop.wait(every):
+                try:
+                    self.beat_once(client)
+                except RedisError as exc:  # Redis away: the key expires, others claim; we retry
+                    log.warning("heartbeat %s failed: %s", self.key, exc)
+            with contextlib.suppress(RedisError):
+                client.delete(self.key)  # stopped: others may claim whatever is left at once
+            client.close()
+
+        self._thread = threading.Thread(target=run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
 
 
 class StreamWorker:
@@ -153,48 +214,205 @@ class StreamWorker:
         self.group = group
         self.handle = handle
         self.consumer = settings.instance_id
-
-    def register(self, broker: RedisBroker) -> None:
-        """Attach the reading and the reclaiming subscribers to the broker."""
-        settings = self.settings
-
-        @broker.subscriber(
-            stream=StreamSub(
-                self.stream,
-                group=self.group,
-                consumer=self.consumer,
-                batch=True,
-                max_records=settings.batch_size,
-                polling_interval=settings.block_ms,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            parser=_keep_raw,
-            decoder=_no_body,
+        self.heartbeat = Heartbeat(
+            settings.redis_url, heartbeat_key(stream, group, self.consumer), settings.consumer_dead_ms
         )
-        async def read_new(message: StreamMessage[Any] = Context("message")) -> None:
-            raw = message.raw_message
-            await self.process(list(zip(raw["message_ids"], raw["data"], strict=True)), redelivered=False)
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._autoclaim_cursor = "0-0"
+        self._acks: list[bytes] = []
+        self._forgotten: list[bytes] = []
+        self._forget_checked = 0.0
 
-        # FastStream's reclaimer: XAUTOCLAIM COUNT 1 per poll, entries idle past the visibility
-        # timeout (set it above the longest batch), consumer `<instance>-reclaim`
-        @broker.subscriber(
-            stream=StreamSub(
-                self.stream,
-                group=self.group,
-                consumer=f"{self.consumer}-reclaim",
-                min_idle_time=settings.visibility_timeout_ms,
-                polling_interval=settings.block_ms,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            parser=_keep_raw,
-            decoder=_no_body,
+    def attach(self, app: FastStream) -> None:
+        """Run the reader and the reclaimer from the app's start to its shutdown."""
+        app.after_startup(self.start)
+        app.on_shutdown(self.stop)
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        await asyncio.to_thread(self.heartbeat.start)
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"read-{self.stream}"),
+            asyncio.create_task(self._reclaim_loop(), name=f"reclaim-{self.stream}"),
+        ]
+        log.info("consuming %s as %s of group %s", self.stream, self.consumer, self.group)
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Finish the batch in hand (within `grace_s`), then stop; what is left stays pending."""
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace_s + self.settings.block_ms / 1000)
+            for task in late:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = []
+        await asyncio.to_thread(self.heartbeat.stop)
+
+    async def _read(self) -> Rows:
+        """The next batch; the acks (and deletions) of the last one travel in the same round
+        trip, ahead of the read: they come after its replies and events were stored and
+        checked, and a lost ack costs only a harmless redelivery."""
+        acks, self._acks = self._acks, []
+        forgotten, self._forgotten = self._forgotten, []
+        pipe = self.redis.pipeline(transaction=False)
+        if acks:
+            pipe.xack(self.stream, self.group, *acks)
+        if forgotten:
+            pipe.xdel(self.stream, *forgotten)
+        pipe.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.settings.batch_size, block=self.settings.block_ms
         )
-        async def reclaim(message: StreamMessage[Any] = Context("message")) -> None:
-            raw = message.raw_message
-            (entry_id,) = raw["message_ids"]
-            await self.reclaimed(entry_id, raw["data"])
+        *_, rows = await pipe.execute()
+        return cast(Rows, rows)
+
+    async def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        forgotten, self._forgotten = self._forgotten, []
+        pipe = self.redis.pipeline(transaction=False)
+        if acks:
+            pipe.xack(self.stream, self.group, *acks)
+        if forgotten:
+            pipe.xdel(self.stream, *forgotten)
+        if acks or forgotten:
+            await pipe.execute()
+
+    async def _read_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                rows = await self._read()
+                failures = 0
+                for _, entries in rows:
+                    await self.process(entries, redelivered=False, defer_acks=True)
+            except RedisError as exc:
+                pause = READ_RETRY_S[min(failures, len(READ_RETRY_S) - 1)]
+                failures += 1
+                log.warning("reading %s failed (%s); retrying in %.1f s", self.stream, exc, pause)
+                await asyncio.sleep(pause)
+            except Exception:  # a bug must not end the loop; the entries stay pending
+                log.exception("handling a batch of %s failed", self.stream)
+                await asyncio.sleep(0.5)
+        try:
+            await self._flush_acks()
+        except RedisError as exc:  # they stay pending: another worker redelivers them
+            log.warning("acking the last batch of %s failed: %s", self.stream, exc)
+
+    async def _reclaim_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.reclaim_once()
+            except RedisError as exc:
+                log.warning("reclaiming on %s failed: %s", self.stream, exc)
+            except Exception:
+                log.exception("reclaiming on %s failed", self.stream)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.reclaim_interval_ms / 1000)
+
+    async def reclaim_once(self) -> None:
+        """One pass: claim dead consumers' entries, then entries stuck past the visibility
+        timeout, then (now and then) remove long-dead consumers from the group."""
+        summary = await self.redis.xpending(self.stream, self.group)
+        holders = [as_text(c["name"]) for c in summary["consumers"] if int(c["pending"])]
+        holders = [c for c in holders if c != self.consumer]
+        if holders:
+            alive = await self._alive(holders)
+            for consumer in (c for c in holders if not alive[c]):
+                await self._claim_from_dead(consumer)
+        await self._autoclaim()
+        every_s = min(FORGET_CHECK_INTERVAL_S, self.settings.consumer_forget_ms / 2000)
+        if time.monotonic() - self._forget_checked > every_s:
+            self._forget_checked = time.monotonic()
+            await self.forget_dead_consumers()
+
+    async def _alive(self, consumers: Sequence[str]) -> dict[str, bool]:
+        pipe = self.redis.pipeline(transaction=False)
+        for consumer in consumers:
+            pipe.exists(heartbeat_key(self.stream, self.group, consumer))
+        return {c: bool(n) for c, n in zip(consumers, await pipe.execute(), strict=True)}
+
+    async def _claim_from_dead(self, consumer: str) -> None:
+        """Claim (and handle) everything a dead consumer left pending, a batch at a time."""
+        while not self._stopping.is_set():
+            rows = await self.redis.xpending_range(
+                self.stream, self.group, min="-", max="+", count=self.settings.batch_size, consumername=consumer
+            )
+            if not rows:
+                return
+            counts: dict[bytes, int] = {cast(bytes, r["message_id"]): int(r["times_delivered"]) + 1 for r in rows}
+            # min idle: the dead consumer's own last delivery, not a live one's brand-new claim
+            claimed = cast(
+                list[tuple[bytes, dict[bytes, bytes]] | None],
+                await self.redis.xclaim(self.stream, self.group, self.consumer, 100, list(counts)),
+            )
+            entries = [e for e in claimed if e is not None]
+            if not entries:
+                return  # delivered to it a moment ago, or deleted meanwhile: the next pass
+            log.warning("claimed %d entries of dead consumer %s on %s", len(entries), consumer, self.stream)
+            await self._retry(entries, counts)
+            if len(rows) < self.settings.batch_size:
+                return
+
+    async def _autoclaim(self) -> None:
+        """Entries a live consumer has held past the visibility timeout (a stuck handler)."""
+        cursor, claimed, *_ = await self.redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            self.settings.visibility_timeout_ms,
+            start_id=self._autoclaim_cursor,
+            count=self.settings.batch_size,
+        )
+        self._autoclaim_cursor = as_text(cursor)
+        entries = [e for e in cast(list[tuple[bytes, dict[bytes, bytes]] | None], claimed) if e is not None]
+        if not entries:
+            return
+        counts = {}
+        for entry_id, _ in entries:
+            counts[entry_id] = await self.delivery_count(entry_id)
+        await self._retry(entries, counts)
+
+    async def _retry(self, entries: Sequence[Entry], attempts: Mapping[bytes, int]) -> None:
+        """Handle claimed entries again, dead-lettering those past max_delivery_attempts."""
+        again: list[Entry] = []
+        for entry_id, fields in entries:
+            tries = attempts.get(entry_id, 0)
+            if tries > self.settings.max_delivery_attempts:
+                envelope: Envelope | None
+                try:
+                    envelope = decode_entry(fields)
+                except ValueError:
+                    envelope = None
+                reason = f"gave up after {tries - 1} failed deliveries (max_delivery_attempts)"
+                await self.dead_letter(entry_id, fields, reason, envelope)
+            else:
+                again.append((entry_id, fields))
+        if again:
+            await self.process(again, redelivered=True)
+
+    async def forget_dead_consumers(self) -> list[str]:
+        """Remove consumers with nothing pending whose heartbeat is gone and that have been idle
+        past `consumer_forget_ms` (their pending entries were claimed first, by reclaim_once)."""
+        infos = await self.redis.xinfo_consumers(self.stream, self.group)
+        idle = [
+            as_text(i["name"])
+            for i in infos
+            if int(i["pending"]) == 0
+            and int(i["idle"]) > self.settings.consumer_forget_ms
+            and as_text(i["name"]) != self.consumer
+        ]
+        if not idle:
+            return []
+        alive = await self._alive(idle)
+        removed = []
+        for consumer in (c for c in idle if not alive[c]):
+            dropped = await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)
+            if int(dropped):  # it was handed entries meanwhile: cannot happen to a dead consumer
+                log.error("removed consumer %s of %s dropped %s pending entries", consumer, self.group, dropped)
+            log.info("removed dead consumer %s from group %s of %s", consumer, self.group, self.stream)
+            removed.append(consumer)
+        return removed
 
     async def delivery_count(self, entry_id: bytes) -> int:
         """How often the group delivered the entry (XPENDING); 0 when it is no longer pending."""
@@ -202,24 +420,15 @@ class StreamWorker:
         return int(rows[0]["times_delivered"]) if rows else 0
 
     async def reclaimed(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
-        """Retry an entry another consumer left pending, or dead-letter it after too many tries."""
+        """Retry one entry another consumer left pending, or dead-letter it after too many tries."""
         attempts = await self.delivery_count(entry_id)
         if attempts == 0:
             return  # acked meanwhile by the consumer that was slow, not dead
-        if attempts > self.settings.max_delivery_attempts:
-            envelope: Envelope | None
-            try:
-                envelope = decode_entry(fields)
-            except ValueError:
-                envelope = None
-            await self.dead_letter(
-                entry_id, fields, f"gave up after {attempts - 1} failed deliveries (max_delivery_attempts)", envelope
-            )
-            return
-        await self.process([(entry_id, fields)], redelivered=True)
+        await self._retry([(entry_id, fields)], {entry_id: attempts})
 
-    async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
-        """Handle entries concurrently; store replies and events, then ack what succeeded."""
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool, defer_acks: bool = False) -> None:
+        """Handle entries concurrently; store replies and events, then ack what succeeded (with
+        `defer_acks`, in the round trip of the reader's next read)."""
         parsed: list[tuple[bytes, Envelope]] = []
         for entry_id, fields in entries:
             try:
@@ -228,7 +437,8 @@ class StreamWorker:
                 await self.dead_letter(entry_id, fields, f"not an envelope: {describe_validation_error(exc)}")
             except ValueError as exc:
                 await self.dead_letter(entry_id, fields, f"not an envelope: {exc}")
-        outcomes = await asyncio.gather(*(self._handle_one(env, redelivered) for _, env in parsed))
+        now = datetime.now(UTC)
+        outcomes = await asyncio.gather(*(self._handle_one(env, redelivered, now) for _, env in parsed))
         pipe = self.redis.pipeline(transaction=False)
         # entry id, envelope, outcome label and its commands' span in the pipeline
         written: list[tuple[bytes, Envelope, str, int, int]] = []
@@ -267,17 +477,20 @@ class StreamWorker:
                 if envelope.type in self.forget:
                     forgotten.append(entry_id)
         if done:
-            await self.redis.xack(self.stream, self.group, *done)
-            if forgotten:
-                await self.redis.xdel(self.stream, *forgotten)
+            self._acks.extend(done)
+            self._forgotten.extend(forgotten)
+            if not defer_acks:
+                await self._flush_acks()
             for label in labels:
                 self._count(label)
 
     def _count(self, outcome: str) -> None:
         metrics.MESSAGES.labels(self.stream, outcome).inc()
 
-    async def _handle_one(self, envelope: Envelope, redelivered: bool) -> Handled | None:
+    async def _handle_one(self, envelope: Envelope, redelivered: bool, now: datetime) -> Handled | None:
         with envelope_log_context(envelope):
+            if envelope.deadline is not None and envelope.deadline <= now:
+                return Handled(reply=expired_reply(envelope))
             try:
                 return await self.handle(envelope, redelivered)
             except DomainError as exc:
@@ -290,8 +503,9 @@ class StreamWorker:
 
     async def dead_letter(
         self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str, envelope: Envelope | None = None
-    ) -> None:
-        """Move a poison entry aside with its reason (and ack it), so it never blocks the group.
+    ) -> bool:
+        """Move a poison entry aside with its reason, so it never blocks the group, and ack it
+        once (and only once) its dead letter is stored; returns whether it was.
 
         When the entry is an envelope its caller gets an `internal` error reply with it."""
         with envelope_log_context(envelope) if envelope is not None else contextlib.nullcontext():
@@ -324,9 +538,15 @@ class StreamWorker:
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )
-        pipe.xack(self.stream, self.group, entry_id)
-        await pipe.execute(raise_on_error=False)  # an unwritable reply_to must not keep it pending
+        # an unwritable reply_to must not keep it pending; an unstored dead letter must
+        stored = (await pipe.execute(raise_on_error=False))[-1]
+        if isinstance(stored, Exception):
+            log.error("storing the dead letter of %s failed (%s); left pending", entry_id, stored)
+            self._count("retry")
+            return False
+        await self.redis.xack(self.stream, self.group, entry_id)
         self._count("dead_letter")
+        return True
 
     async def refresh_group_gauges(self) -> None:
         """Set `booking_stream_pending` and `booking_stream_lag` of this group from XINFO GROUPS."""
@@ -343,6 +563,50 @@ class StreamWorker:
             except RedisError as exc:  # Redis away: the subscribers say so; the gauges just go stale
                 log.debug("reading the stats of group %s failed: %s", self.group, exc)
             await asyncio.sleep(every_s)
+
+
+EventHandler = Callable[[bytes], Awaitable[None]]
+"""Applies one entry's `__data__` (JSON); raises ValueError for an entry it can never apply."""
+
+
+async def _no_envelopes(envelope: Envelope, redelivered: bool) -> Handled:
+    raise RuntimeError("an event consumer handles events, not envelopes")
+
+
+class EventConsumer(StreamWorker):
+    """Consumes a stream of facts (e.g. booking.events) in a group of its own: same reading,
+    reclaim, heartbeat and dead letters as StreamWorker, but no replies; an entry is acked once
+    `apply` stored its effect, and `apply` must be idempotent (entries arrive at least once)."""
+
+    def __init__(self, settings: Settings, redis: Redis, stream: str, group: str, apply: EventHandler) -> None:
+        super().__init__(settings, redis, stream, group, _no_envelopes)
+        self.apply = apply
+
+    async def _apply_one(self, fields: Mapping[bytes, bytes]) -> None:
+        data = fields.get(_DATA)
+        if data is None:
+            raise ValueError(f"no {streams.DATA_FIELD} field")
+        await self.apply(data)
+
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool, defer_acks: bool = False) -> None:
+        results = await asyncio.gather(*(self._apply_one(f) for _, f in entries), return_exceptions=True)
+        done: list[bytes] = []
+        for (entry_id, fields), result in zip(entries, results, strict=True):
+            if isinstance(result, ValidationError):
+                await self.dead_letter(entry_id, fields, f"not an event: {describe_validation_error(result)}")
+            elif isinstance(result, ValueError):
+                await self.dead_letter(entry_id, fields, f"not an event: {result}")
+            elif isinstance(result, BaseException):
+                log.error("applying %s from %s failed: %s; left pending", entry_id, self.stream, result)
+                self._count("retry")
+            else:
+                done.append(entry_id)
+        if done:
+            self._acks.extend(done)
+            if not defer_acks:
+                await self._flush_acks()
+            for _ in done:
+                self._count("ok")
 
 
 def observe(app: FastStream, settings: Settings, worker: StreamWorker) -> None:

@@ -8,7 +8,7 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from pydantic import BaseModel
 
-from services.booking import ics
+from services.booking import invitations
 from services.booking.events import Change, booking_event
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
@@ -20,9 +20,8 @@ from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleB
 from shared.worker import Handled, Handler, StreamWorker, observe
 
 
-def make_handler(service: BookingService, organizer: str = ics.ORGANIZER) -> Handler:
-    """The booking worker's dispatch: one message type, one typed payload, one service call.
-    `organizer` is the ORGANIZER of the events' .ics invitations."""
+def make_handler(service: BookingService) -> Handler:
+    """The booking worker's dispatch: one message type, one typed payload, one service call."""
 
     async def handle(envelope: Envelope, redelivered: bool) -> Handled:
         result: BaseModel
@@ -47,7 +46,7 @@ def make_handler(service: BookingService, organizer: str = ics.ORGANIZER) -> Han
             # its event again (at-least-once, same event_id). A duplicate that merely replays
             # a write another delivery published stays silent.
             if change.meta is not None and (change.applied or redelivered):
-                events.append(booking_event(envelope.tenant_id, envelope.idempotency_key, change, organizer))
+                events.append(booking_event(envelope.tenant_id, envelope.idempotency_key, change))
         reply = Reply(
             correlation_id=envelope.correlation_id,
             message_id=envelope.message_id,
@@ -64,13 +63,15 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     # per-batch access logs ("Received"/"Processed") only at DEBUG: at thousands of commands a
     # second they cost more than they tell
     broker = RedisBroker(settings.redis_url, graceful_timeout=10.0, log_level=logging.DEBUG)
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
     store = BookingStore(redis, settings.idempotency_ttl_s)
     service = BookingService(store)
-    handler = make_handler(service, settings.ics_organizer)
+    handler = make_handler(service)
     worker = StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, handler)
-    worker.register(broker)
     app = FastStream(broker)
+    worker.attach(app)
+    if settings.booking_invitations:  # after the replies, off their path (services/booking/invitations.py)
+        invitations.consumer(settings, redis).attach(app)
 
     @app.on_startup
     async def prepare() -> None:

@@ -4,6 +4,9 @@ Delivery is at-least-once: a worker that dies after its write but before publish
 command pending, and the retry publishes the event again. Every copy is byte-identical (it is
 rebuilt from what the write stored atomically with the change) and carries the same
 `event_id`, so consumers dedupe on it.
+
+An event carries the facts only. The .ics invitation is rendered from them off the booking's
+critical path, by the `invitations` consumer group (services/booking/invitations.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from services.booking import ics
 from shared import streams
 from shared.domain import Booking, BookingOutcome
 
@@ -53,14 +55,6 @@ class Change:
     """None when nothing was written for this request (the caller's existing booking)."""
 
 
-class IcsAttachment(BaseModel):
-    """An iCalendar invitation, ready to attach to an e-mail."""
-
-    content_type: str
-    filename: str
-    text: str
-
-
 class BookingEvent(BaseModel):
     """One entry of booking.events."""
 
@@ -73,9 +67,9 @@ class BookingEvent(BaseModel):
     """The message id of the command that caused the change."""
     sequence: int
     booking: Booking
+    calendar_name: str
     previous_start: AwareDatetime | None = None
     previous_end: AwareDatetime | None = None
-    ics: IcsAttachment
 
 
 def event_id(tenant_id: str, idempotency_key: str, kind: EventType) -> str:
@@ -83,22 +77,12 @@ def event_id(tenant_id: str, idempotency_key: str, kind: EventType) -> str:
     return uuid.uuid5(_EVENT_NAMESPACE, f"{tenant_id}\x00{idempotency_key}\x00{kind}").hex
 
 
-def build_event(tenant_id: str, idempotency_key: str, change: Change, organizer: str = ics.ORGANIZER) -> BookingEvent:
-    """The event of a stored change (it must carry its meta); `organizer` signs its invitation."""
+def build_event(tenant_id: str, idempotency_key: str, change: Change) -> BookingEvent:
+    """The event of a stored change (it must carry its meta)."""
     meta = change.meta
     if meta is None:
         raise ValueError("a change without meta wrote nothing and has no event")
     kind = EVENT_TYPES[change.outcome.status]
-    booking = change.outcome.booking
-    method = "CANCEL" if kind == "cancelled" else "REQUEST"
-    text = ics.invite(
-        booking,
-        method=method,
-        sequence=change.sequence,
-        stamp=meta.occurred_at,
-        calendar_name=meta.calendar_name,
-        organizer=organizer,
-    )
     return BookingEvent.model_construct(
         event_id=event_id(tenant_id, idempotency_key, kind),
         type=kind,
@@ -106,19 +90,13 @@ def build_event(tenant_id: str, idempotency_key: str, change: Change, organizer:
         occurred_at=meta.occurred_at,
         causation_id=meta.message_id,
         sequence=change.sequence,
-        booking=booking,
+        booking=change.outcome.booking,
+        calendar_name=meta.calendar_name,
         previous_start=meta.previous_start,
         previous_end=meta.previous_end,
-        ics=IcsAttachment.model_construct(
-            content_type=f"{ics.MEDIA_TYPE}; charset=utf-8; method={method}",
-            filename="cancel.ics" if method == "CANCEL" else "invite.ics",
-            text=text,
-        ),
     )
 
 
-def booking_event(
-    tenant_id: str, idempotency_key: str, change: Change, organizer: str = ics.ORGANIZER
-) -> tuple[str, str]:
+def booking_event(tenant_id: str, idempotency_key: str, change: Change) -> tuple[str, str]:
     """(stream, JSON) of the change's booking.events entry."""
-    return streams.BOOKING_EVENTS, build_event(tenant_id, idempotency_key, change, organizer).model_dump_json()
+    return streams.BOOKING_EVENTS, build_event(tenant_id, idempotency_key, change).model_dump_json()

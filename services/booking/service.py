@@ -123,6 +123,7 @@ class BookingService:
             now,
             meta.model_dump_json(),
             uuid.uuid4().hex,
+            envelope.deadline_ms(),
         )
         if result.status == "existing":
             return Change(
@@ -167,6 +168,7 @@ class BookingService:
             outcome.model_dump_json(),
             meta.model_dump_json(),
             uuid.uuid4().hex,
+            envelope.deadline_ms(),
         )
         return _change(result, (outcome, meta))
 
@@ -206,6 +208,7 @@ class BookingService:
             now,
             meta.model_dump_json(),
             uuid.uuid4().hex,
+            envelope.deadline_ms(),
         )
         return _change(result, (outcome, meta))
 
@@ -251,6 +254,10 @@ def _change(result: ScriptResult, fresh: tuple[BookingOutcome, ChangeMeta] | Non
             raise DomainError(
                 ErrorCode.idempotency_conflict,
                 "This idempotency key was already used for a different request.",
+            )
+        case "expired":
+            raise DomainError(
+                ErrorCode.expired, "This request arrived after its deadline and changed nothing; try again."
             )
         case "slot_taken":
             raise DomainError(

@@ -25,6 +25,20 @@ LOOKBACK_S = 2 * 86_400
 MAX_SPAN_S = (480 + 240 + 240) * 60
 """The longest slot plus both buffers: busy blocks starting later cannot touch a slot."""
 CALENDAR_CACHE = 1_000
+DEADLINE_LUA = """
+-- true when a command's deadline (epoch ms, 0 = none) has passed by the Redis server's clock
+local function past_deadline(deadline)
+  deadline = tonumber(deadline)
+  if not deadline or deadline == 0 then return false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= deadline
+end
+"""
+
+
+def write_script(name: str) -> str:
+    """A write script with the helpers it calls (holds, deadline) defined before it."""
+    return DEADLINE_LUA + with_holds((LUA / name).read_text())
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +46,8 @@ class ScriptResult:
     """A write script's answer, or a stored one (see the scripts' headers)."""
 
     status: str
-    """created | replayed | existing | conflict | slot_taken | daily_limit | changed | not_offered | offer_expired"""
+    """created | replayed | existing | conflict | expired | slot_taken | daily_limit | changed | not_offered |
+    offer_expired"""
     payload: str
     meta: str = ""
     sequence: int = 0
@@ -69,9 +84,9 @@ class BookingStore:
         self.ttl = idempotency_ttl_s
         self.auto = AutoPipeline(redis)
         self._prefetch = LuaScript((LUA / "prefetch.lua").read_text())
-        self._book = LuaScript(with_holds((LUA / "book.lua").read_text()))
-        self._cancel = LuaScript((LUA / "cancel.lua").read_text())
-        self._reschedule = LuaScript(with_holds((LUA / "reschedule.lua").read_text()))
+        self._book = LuaScript(write_script("book.lua"))
+        self._cancel = LuaScript(write_script("cancel.lua"))
+        self._reschedule = LuaScript(write_script("reschedule.lua"))
         self._calendars: dict[bytes, Calendar] = {}
 
     async def load_scripts(self) -> None:
@@ -147,6 +162,7 @@ class BookingStore:
         now: int,
         meta: str,
         attempt: str,
+        deadline_ms: int = 0,
     ) -> ScriptResult:
         keys = TenantKeys(booking.tenant_id)
         start, end = int(booking.start.timestamp()), int(booking.end.timestamp())
@@ -180,6 +196,7 @@ class BookingStore:
                 meta,
                 attempt,
                 conversation_id,
+                deadline_ms,
             ],
         )
         return _result(out)
@@ -193,6 +210,7 @@ class BookingStore:
         result_json: str,
         meta: str,
         attempt: str,
+        deadline_ms: int = 0,
     ) -> ScriptResult:
         booking = current.booking
         keys = TenantKeys(booking.tenant_id)
@@ -215,6 +233,7 @@ class BookingStore:
                 booking.booking_id,
                 meta,
                 attempt,
+                deadline_ms,
             ],
         )
         return _result(out)
@@ -232,6 +251,7 @@ class BookingStore:
         now: int,
         meta: str,
         attempt: str,
+        deadline_ms: int = 0,
     ) -> ScriptResult:
         booking = current.booking
         keys = TenantKeys(booking.tenant_id)
@@ -268,6 +288,7 @@ class BookingStore:
                 meta,
                 attempt,
                 conversation_id,
+                deadline_ms,
             ],
         )
         return _result(out)

@@ -55,7 +55,7 @@ def make_handler(service: AvailabilityService, admin: CalendarAdmin | None = Non
 def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     """Compose the worker: broker, store, service, subscribers; groups and demo data on start."""
     broker = RedisBroker(settings.redis_url, graceful_timeout=10.0)
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
     store = CalendarStore(redis, settings.idempotency_ttl_s)
     worker = StreamWorker(
         settings,
@@ -65,8 +65,8 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
         make_handler(AvailabilityService(store)),
         forget=frozenset({"import_ics"}),  # the calendar's text is private: keep only its busy blocks
     )
-    worker.register(broker)
     app = FastStream(broker)
+    worker.attach(app)
 
     @app.on_startup
     async def prepare() -> None:

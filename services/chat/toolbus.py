@@ -3,6 +3,13 @@
 Replies come back on one durable stream per chat instance (`replies:<instance>`), read by a
 single task that resolves a dict of futures. Unlike FastStream's request(), a waiting request
 holds no connection of its own, and a reply is never lost to a missed Pub/Sub message.
+
+Every envelope carries the caller's deadline (now + its timeout). A worker that gets it later
+answers `expired` and changes nothing (the write scripts check it against the Redis server's
+clock). When the wait for a write's reply times out, its idempotency record is final, so the
+bus reads it (shared/outcomes.py): a write that ran in time, whose reply was late or lost,
+is answered with its result; otherwise the caller gets `timeout` and nothing was, or ever will
+be, written. A user told "failed" finds nothing booked.
 """
 
 from __future__ import annotations
@@ -11,21 +18,29 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from datetime import timedelta
 from typing import cast
 
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.messages import Envelope, ErrorCode, Reply, ToolError
+from shared.messages import Envelope, ErrorCode, Reply, ToolError, utcnow
+from shared.outcomes import final_outcome
 from shared.tools import TOOLS
 
 log = logging.getLogger(__name__)
 REPLY_STREAM_TTL_S = 24 * 3600
+TTL_REFRESH_S = 60.0
+"""The reply stream's TTL is pushed forward at most this often (not after every read: one round
+trip less between a reply and the next read)."""
 
 
 class ToolBus:
-    def __init__(self, redis: Redis, broker: RedisBroker, instance_id: str, *, block_ms: int = 1000) -> None:
+    def __init__(self, redis: Redis, broker: RedisBroker | None, instance_id: str, *, block_ms: int = 1000) -> None:
+        """`redis`: a client from shared.redis.connect (it retries through a Redis restart); it
+        also publishes (raw JSON entries). `broker` is no longer used; kept for callers."""
         self.redis = redis
         self.broker = broker
         self.reply_to = streams.reply_stream(instance_id)
@@ -34,6 +49,7 @@ class ToolBus:
         self._reader: asyncio.Task[None] | None = None
         self._last_id = "$"
         self._stopping = asyncio.Event()
+        self._ttl_refreshed = float("-inf")
 
     async def start(self) -> None:
         await streams.ensure_groups(self.redis)
@@ -56,18 +72,31 @@ class ToolBus:
             future.cancel()
 
     async def request(self, envelope: Envelope, timeout_s: float) -> Reply:
-        """Publish and wait for the reply; a timeout becomes a typed error reply."""
+        """Publish with a deadline (now + `timeout_s`, unless the envelope has one) and wait for
+        the reply; a timeout becomes the write's stored result, if it ran in time, or a typed
+        `timeout` error reply (and then nothing was written)."""
+        if envelope.deadline is None:
+            envelope = envelope.model_copy(update={"deadline": utcnow() + timedelta(seconds=timeout_s)})
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[envelope.message_id] = future
+        stream = TOOLS[envelope.type].stream
         try:
-            await self.broker.publish(
-                envelope.model_dump(mode="json"),
-                stream=TOOLS[envelope.type].stream,
-                correlation_id=envelope.correlation_id,
-            )
+            await self.redis.xadd(stream, {streams.DATA_FIELD: envelope.model_dump_json()})
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
-            stream = TOOLS[envelope.type].stream
+            try:
+                result = await final_outcome(self.redis, envelope)
+            except Exception:  # Redis away: the outcome is unknown; say what the user can do
+                log.exception("reading the outcome of %s after its deadline failed", envelope.message_id)
+                result = None
+            if result is not None:
+                log.warning("%s answered from its stored result after its reply timed out", envelope.message_id)
+                return Reply(
+                    correlation_id=envelope.correlation_id,
+                    message_id=envelope.message_id,
+                    type=envelope.type,
+                    result=result,
+                )
             service = "calendar" if stream == streams.CALENDAR_REQUESTS else "booking system"
             return Reply(
                 correlation_id=envelope.correlation_id,
@@ -95,7 +124,8 @@ class ToolBus:
                 for entry_id, fields in entries:
                     self._last_id = entry_id.decode()
                     self._resolve(fields.get(streams.DATA_FIELD.encode()))
-            if batches:
+            if batches and time.monotonic() - self._ttl_refreshed > TTL_REFRESH_S:
+                self._ttl_refreshed = time.monotonic()
                 await self.redis.expire(self.reply_to, REPLY_STREAM_TTL_S)
 
     def _resolve(self, raw: bytes | None) -> None:

@@ -154,6 +154,38 @@ async def test_a_runner_killed_outright_takes_its_processes_with_it(redis_url: s
             await asyncio.sleep(0.2)
 
 
+def children_running(parent: int, module: str) -> list[int]:
+    """Pids of the processes `parent` started with `-m module`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and module.encode() in argv:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_a_dead_worker_is_restarted_with_backoff_and_the_system_keeps_serving(redis_url: str) -> None:
+    chat = free_port()
+    args = ("--model", "none", "--no-demo", "--booking", "2", "--chat-port", str(chat), "--metrics-port", "0")
+    async with runner(*args, REDIS_URL=redis_url) as run:
+        await run.wait_for("ready: chat API", within_s=60)
+        before = children_running(run.process.pid, "services.booking")
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        died = await run.wait_for("restarting it in", within_s=10)
+        assert re.search(r"booking\.\d exited with -9; restarting it in 0\.5 s \(restart 1 in a row\)", died), died
+        await run.wait_for("restarted (pid", within_s=10)
+        after = children_running(run.process.pid, "services.booking")
+        assert len(after) == 2 and before[0] not in after and before[1] in after
+        assert run.process.returncode is None
+        assert await answers(f"http://127.0.0.1:{chat}/healthz")
+        assert await run.interrupt() == 0
+
+
 async def test_a_booking_through_the_runners_processes_moves_the_chat_and_worker_counters(
     redis_url: str, model: ScriptedModel
 ) -> None:

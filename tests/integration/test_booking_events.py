@@ -1,4 +1,5 @@
-"""booking.events: one event per change, with a stable id and an iCalendar invitation."""
+"""booking.events: one event per change, with a stable id; the iCalendar invitation of each
+version, rendered by the invitations group off the reply's path and stored once."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.booking.events import BookingEvent, build_event
+from services.booking.invitations import IcsAttachment, Invitations, render
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
 from shared import streams
@@ -67,7 +69,17 @@ async def events(redis: Redis) -> list[BookingEvent]:
 
 
 def parse_invite(event: BookingEvent) -> tuple[icalendar.Calendar, icalendar.Component]:
-    return parse(event.ics.text)
+    return parse(render(event, "appointments@clinic.test").text)
+
+
+async def stored_invitation(redis: Redis, booking_id: str, sequence: int) -> IcsAttachment:
+    """The booking's stored invitation once the invitations group stored version `sequence`."""
+    for _ in range(100):
+        found = await Invitations(redis).fetch("demo", booking_id)
+        if found is not None and f"SEQUENCE:{sequence}" in found.text:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no invitation of version {sequence} stored for {booking_id}")
 
 
 async def test_a_created_booking_emits_exactly_one_event_with_an_invite_that_parses(
@@ -85,8 +97,10 @@ async def test_a_created_booking_emits_exactly_one_event_with_an_invite_that_par
     assert event.causation_id == book.message_id
     assert event.tenant_id == "demo"
     assert event.sequence == 0
-    assert event.ics.content_type == "text/calendar; charset=utf-8; method=REQUEST"
-    calendar, vevent = parse_invite(event)
+    invite = await stored_invitation(redis, booking.booking_id, 0)
+    assert invite.content_type == "text/calendar; charset=utf-8; method=REQUEST"
+    assert invite == render(event, "appointments@clinic.test")
+    calendar, vevent = parse(invite.text)
     assert value(calendar, "METHOD") == "REQUEST"
     assert value(vevent, "UID") == f"{booking.booking_id}@booking-assistant"
     assert number(vevent, "SEQUENCE") == 0
@@ -125,7 +139,9 @@ async def test_moves_and_the_cancel_keep_the_uid_and_raise_the_sequence(redis: R
     cal, vevent = invites[-1]
     assert value(cal, "METHOD") == "CANCEL"
     assert value(vevent, "STATUS") == "CANCELLED"
-    assert cancelled.ics.content_type.endswith("method=CANCEL")
+    stored = await stored_invitation(redis, cancelled.booking.booking_id, 3)  # the current version
+    assert stored.content_type.endswith("method=CANCEL")
+    assert stored == render(cancelled, "appointments@clinic.test")
     assert [str(a) for a in addresses(vevent, "ATTENDEE")] == [f"mailto:{GUESTS[0]}"]
 
 
@@ -150,6 +166,6 @@ async def test_a_command_reclaimed_after_its_write_publishes_the_identical_event
 
     assert await settle(redis) == 0
     (raw,) = await stream_entries(redis, streams.BOOKING_EVENTS)
-    expected = build_event("demo", book.idempotency_key, change, settings.ics_organizer)
+    expected = build_event("demo", book.idempotency_key, change)
     assert raw == json.loads(expected.model_dump_json())
     assert all(r.error is None for r in replies.by_message[book.message_id])

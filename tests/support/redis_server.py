@@ -1,10 +1,16 @@
 """Where the tests' real Redis comes from: REDIS_URL, else the local server, else a
-testcontainers Redis when a Docker engine answers, else a clear skip."""
+testcontainers Redis when a Docker engine answers, else a clear skip. And a private
+`redis-server` a test can restart (RedisServer)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 
 import redis
@@ -43,3 +49,71 @@ def redis_base_url() -> Iterator[str | None]:
         yield f"redis://{host}:{port}"
     finally:
         container.stop()
+
+
+class RedisServer:
+    """A private `redis-server` on a free loopback port, in its own directory (AOF on by
+    default), that a test can stop (SHUTDOWN or SIGKILL) and start again on the same port."""
+
+    def __init__(self, workdir: str, *, appendonly: bool = True, extra: tuple[str, ...] = ()) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.args = [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            workdir,
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        self.process = subprocess.Popen([self.binary, *self.args], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    client.close()
+                    return self
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on {self.port} did not start")
+
+    def shutdown(self) -> None:
+        """SHUTDOWN: the server writes its AOF and exits; clients see their connections closed."""
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis(port=self.port).shutdown(nosave=False)
+        if self.process is not None:
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye; clients find dead connections."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

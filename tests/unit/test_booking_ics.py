@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.booking import ics
 from shared.domain import Booking
@@ -79,3 +81,47 @@ def test_the_text_equals_icalendar_rendering_the_whole_calendar() -> None:
 def test_only_request_and_cancel_are_produced() -> None:
     with pytest.raises(ValueError, match="PUBLISH"):
         ics.invite(booking(), method="PUBLISH", sequence=0, stamp=STAMP, calendar_name="Dr. Lee")
+
+
+PLAIN = st.text(alphabet="abcXYZ09 .@_+-", max_size=90)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=PLAIN,
+    calendar_name=PLAIN,
+    organizer=PLAIN,
+    participants=st.lists(PLAIN, max_size=3),
+    method=st.sampled_from(["REQUEST", "CANCEL"]),
+    sequence=st.integers(0, 10_000),
+    minutes=st.integers(0, 10**6),
+)
+def test_the_fast_plain_text_invitation_is_byte_for_byte_what_icalendar_writes(
+    name: str,
+    calendar_name: str,
+    organizer: str,
+    participants: list[str],
+    method: str,
+    sequence: int,
+    minutes: int,
+) -> None:
+    start = STAMP + timedelta(minutes=minutes, seconds=17, microseconds=5)
+    one = Booking.model_construct(**{**booking().__dict__, "attendee_name": name, "participants": participants})
+    one = one.model_copy(update={"start": start, "end": start + timedelta(minutes=45)})
+    args = {
+        "method": method,
+        "sequence": sequence,
+        "stamp": start,
+        "calendar_name": calendar_name,
+        "organizer": organizer,
+    }
+    assert ics.invite(one, **args) == ics.invite_by_icalendar(one, **args)  # type: ignore[arg-type]
+
+
+def test_text_that_needs_escaping_goes_through_icalendar() -> None:
+    odd = booking(name='Zoë "Z" O\'Brien; Jr., line\nbreak')
+    args = {"method": "REQUEST", "sequence": 1, "stamp": STAMP, "calendar_name": "Dr. Lee: 3rd floor"}
+    assert ics.invite(odd, **args) == ics.invite_by_icalendar(odd, **args)  # type: ignore[arg-type]
+    text = ics.invite(odd, **args)  # type: ignore[arg-type]
+    assert 'Zoë "Z" O\'Brien\\; Jr.\\, line\\nbreak' in text.replace("\r\n ", "")
+    assert str(parse(text)[1]["summary"]) == 'Dr. Lee: 3rd floor: Zoë "Z" O\'Brien; Jr., line\nbreak'

@@ -6,11 +6,11 @@
 --       8 booking id, 9 user id, 10 booking json, 11 key prefix of bookings (same hash tag),
 --       12 max bookings per day (0 = none), 13 local day start, 14 local day end,
 --       15 offer field `calendar|start`, 16 now (epoch s), 17 change meta json, 18 attempt token,
---       19 conversation id
+--       19 conversation id, 20 deadline (epoch ms, 0 = none)
 -- Returns {status, payload, meta, sequence}:
 --   created -> result json (also when this very attempt already wrote it: a client retry);
 --   replayed -> the stored result of an earlier attempt; existing -> the caller's booking json;
---   conflict, slot_taken, held, daily_limit, not_offered, offer_expired -> ''
+--   conflict, expired, slot_taken, held, daily_limit, not_offered, offer_expired -> ''
 local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
 if seen[1] then
   if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
@@ -18,6 +18,8 @@ if seen[1] then
   if seen[5] == ARGV[18] then status = 'created' end
   return {status, seen[2], seen[3], tonumber(seen[4])}
 end
+-- past its caller's deadline (the server's clock, so a late reclaim cannot apply it): nothing changes
+if past_deadline(ARGV[20]) then return {'expired', '', '', 0} end
 
 -- only a slot offered in this conversation, and not expired, can be booked
 local expires = redis.call('HGET', KEYS[5], ARGV[15])

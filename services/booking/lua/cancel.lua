@@ -3,8 +3,8 @@
 --       5 booking revision counter (iCalendar SEQUENCE)
 -- ARGV: 1 fingerprint, 2 result json, 3 busy member of the booking, 4 idempotency ttl,
 --       5 expected current booking json (read from the caller's own bookings), 6 cancelled booking json,
---       7 booking id, 8 change meta json, 9 attempt token
--- Returns {status, payload, meta, sequence}: created | replayed | conflict | changed
+--       7 booking id, 8 change meta json, 9 attempt token, 10 deadline (epoch ms, 0 = none)
+-- Returns {status, payload, meta, sequence}: created | replayed | conflict | expired | changed
 local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
 if seen[1] then
   if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
@@ -12,6 +12,8 @@ if seen[1] then
   if seen[5] == ARGV[9] then status = 'created' end
   return {status, seen[2], seen[3], tonumber(seen[4])}
 end
+-- past its caller's deadline (the server's clock, so a late reclaim cannot apply it): nothing changes
+if past_deadline(ARGV[10]) then return {'expired', '', '', 0} end
 if redis.call('GET', KEYS[3]) ~= ARGV[5] then return {'changed', '', '', 0} end
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[7])

@@ -6,9 +6,9 @@
 --       6 buffer before, 7 buffer after, 8 idempotency ttl, 9 expected current json (as read),
 --       10 moved booking json, 11 booking id, 12 user id, 13 cap per day (0 none), 14 day start, 15 day end,
 --       16 offer field `calendar|new start`, 17 now (epoch s), 18 change meta json, 19 attempt token,
---       20 conversation id
+--       20 conversation id, 21 deadline (epoch ms, 0 = none)
 -- Returns {status, payload, meta, sequence}:
---   created | replayed | conflict | changed | not_offered | offer_expired | slot_taken | held | daily_limit
+--   created | replayed | conflict | expired | changed | not_offered | offer_expired | slot_taken | held | daily_limit
 local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
 if seen[1] then
   if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
@@ -16,6 +16,8 @@ if seen[1] then
   if seen[5] == ARGV[19] then status = 'created' end
   return {status, seen[2], seen[3], tonumber(seen[4])}
 end
+-- past its caller's deadline (the server's clock, so a late reclaim cannot apply it): nothing changes
+if past_deadline(ARGV[21]) then return {'expired', '', '', 0} end
 if redis.call('GET', KEYS[3]) ~= ARGV[9] then return {'changed', '', '', 0} end
 local expires = redis.call('HGET', KEYS[5], ARGV[16])
 if not expires then return {'not_offered', '', '', 0} end

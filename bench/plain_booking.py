@@ -1,0 +1,130 @@
+"""The floor of a booking worker: the same Redis work as ours, done by a plain redis-py loop.
+
+Per batch: XREADGROUP COUNT 100, then `book.lua` by sha for each entry (one pipeline), then
+for each entry an XADD of its reply and of its event, and one XACK of the batch (a second
+pipeline). The script's keys and arguments were computed by the bench when it published the
+entry (field `call`), so no code of ours runs here: what is left is redis-py's own cost.
+
+`bench.booking_throughput` runs N of these processes (`python -m bench.plain_booking URL NAME`)
+next to N booking workers in the same run and reports our figures as ratios to these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from services.booking.store import write_script
+from shared.domain import Booking, BookingOutcome, BookingStatus
+from shared.keys import TenantKeys
+from shared.messages import Envelope, Reply
+from shared.offers import offer_field
+
+PLAIN_STREAM = "bench.plain"
+PLAIN_GROUP = "plain"
+BOOK_LUA = write_script("book.lua")
+BOOK_SHA = hashlib.sha1(BOOK_LUA.encode()).hexdigest()
+TTL_S = 48 * 3600
+
+
+def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
+    """The `book.lua` keys and arguments our worker would send for this book_meeting command
+    (on the bench's rooms: no buffers, no daily cap), with the reply and event JSON it would
+    write, as one JSON field."""
+    payload = envelope.payload
+    start = datetime.fromisoformat(payload["start"])
+    keys = TenantKeys(envelope.tenant_id)
+    calendar_id = payload["calendar_id"]
+    booking = Booking(
+        booking_id=booking_id,
+        tenant_id=envelope.tenant_id,
+        calendar_id=calendar_id,
+        user_id=envelope.user_id,
+        attendee_name=payload["attendee_name"],
+        participants=payload["participants"],
+        start=start,
+        end=start + timedelta(minutes=5),
+        status=BookingStatus.confirmed,
+        created_at=datetime.fromtimestamp(now).astimezone(),
+    )
+    outcome = BookingOutcome(status="confirmed", booking=booking).model_dump_json()
+    meta = json.dumps({"message_id": envelope.message_id, "occurred_at": booking.created_at.isoformat()})
+    s = int(start.timestamp())
+    call = {
+        "keys": [
+            keys.idempotency(envelope.idempotency_key),
+            keys.calendar_bookings(calendar_id),
+            keys.booking(booking_id),
+            keys.user_bookings(envelope.user_id),
+            keys.offers(envelope.conversation_id),
+            keys.holds(calendar_id),
+        ],
+        "args": [
+            envelope.payload_fingerprint(),
+            outcome,
+            s,
+            s + 300,
+            0,
+            0,
+            TTL_S,
+            booking_id,
+            envelope.user_id,
+            booking.model_dump_json(),
+            keys.booking(""),
+            0,
+            s - s % 86_400,
+            s - s % 86_400 + 86_400,
+            offer_field(calendar_id, s),
+            now,
+            meta,
+            booking_id,
+            envelope.conversation_id,
+            0,
+        ],
+        "reply_to": envelope.reply_to,
+        # the reply as our worker writes it, with the script's result spliced in at `result`
+        "reply_head": Reply(
+            correlation_id=envelope.correlation_id, message_id=envelope.message_id, type="book_meeting"
+        ).model_dump_json()[:-1]
+        + ',"result":',
+    }
+    return json.dumps(call)
+
+
+async def serve(url: str, consumer: str) -> None:
+    """Consume PLAIN_STREAM until killed."""
+    redis = Redis.from_url(url)
+    await redis.script_load(BOOK_LUA)
+    while True:
+        rows = cast(
+            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+            await redis.xreadgroup(PLAIN_GROUP, consumer, {PLAIN_STREAM: ">"}, count=100, block=100),
+        )
+        for _, entries in rows:
+            calls: list[dict[str, Any]] = [json.loads(fields[b"call"]) for _, fields in entries]
+            pipe = redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(BOOK_SHA, len(call["keys"]), *call["keys"], *call["args"])
+            results = await pipe.execute(raise_on_error=False)
+            pipe = redis.pipeline(transaction=False)
+            done = []
+            for (entry_id, _), call, result in zip(entries, calls, results, strict=True):
+                if isinstance(result, Exception):
+                    continue
+                reply = call["reply_head"].encode() + result[1] + b"}"
+                pipe.xadd(call["reply_to"], {b"__data__": reply}, maxlen=10_000, approximate=True)
+                pipe.xadd("bench.plain.events", {b"__data__": result[2]}, maxlen=100_000, approximate=True)
+                done.append(entry_id)
+            if done:
+                pipe.xack(PLAIN_STREAM, PLAIN_GROUP, *done)
+            await pipe.execute()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,52 @@
+"""The final outcome of a write whose caller stopped waiting (its deadline passed).
+
+A command carries its caller's deadline; the write scripts refuse to apply it once the Redis
+server's clock has passed it. So once that clock is past the deadline the command's
+idempotency record is final: it either holds the write's result (the write ran in time; only
+its reply was late or lost, e.g. the worker died right after writing) or it never will. The
+caller reads it then, and tells the user what happened, not "failed" for a write that was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from shared.keys import TenantKeys
+from shared.messages import Envelope
+
+FINAL_OUTCOME_LUA: Final = """
+-- KEYS: 1 idempotency hash; ARGV: 1 deadline (epoch ms)
+-- {'wait', ms} while the server's clock is before the deadline, else {'final', fp, result}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now < tonumber(ARGV[1]) then return {'wait', tostring(tonumber(ARGV[1]) - now)} end
+local seen = redis.call('HMGET', KEYS[1], 'fp', 'result')
+return {'final', seen[1] or '', seen[2] or ''}
+"""
+WRITES: Final = frozenset({"book_meeting", "cancel_booking", "reschedule_booking"})
+
+
+async def final_outcome(redis: Redis, envelope: Envelope, *, max_wait_s: float = 2.0) -> dict[str, Any] | None:
+    """The stored result of a write command whose deadline has passed, or None when it did not
+    run (and never will). Waits (at most `max_wait_s`) while the server's clock is behind ours."""
+    if envelope.deadline is None or envelope.type not in WRITES:
+        return None
+    key = TenantKeys(envelope.tenant_id).idempotency(envelope.idempotency_key)
+    waited = 0.0
+    while True:
+        status, *rest = await redis.eval(FINAL_OUTCOME_LUA, 1, key, envelope.deadline_ms())
+        if status == b"final":
+            fingerprint, result = rest
+            if fingerprint and fingerprint.decode() == envelope.payload_fingerprint() and result:
+                parsed: dict[str, Any] = json.loads(result)
+                return parsed
+            return None
+        pause = int(rest[0]) / 1000 + 0.001
+        if waited + pause > max_wait_s:
+            raise TimeoutError("the Redis server's clock is far behind this host's")
+        waited += pause
+        await asyncio.sleep(pause)
