@@ -412,12 +412,11 @@ class Assistant:
             )
             listing = await self._fetch_reply(turn, progress, fetch, f"alt-{uuid.uuid4().hex[:12]}")
             return f"{lead} {listing[1] or ''}".strip()
-        if error is not None and error.code is ErrorCode.timeout:
-            # the command still waits in its stream and may yet run: never say nothing changed
-            return (
-                f"Sorry, the booking system did not answer in time, so I can't tell yet whether I could {what}. "
-                "Please ask me about your appointments in a moment."
-            )
+        if error is not None and error.code in (ErrorCode.timeout, ErrorCode.expired):
+            # final: the command carries its deadline, and a worker that gets it later changes
+            # nothing (checked in the write script by the Redis server's clock)
+            late = "Sorry, the booking system did not answer in time, so nothing was changed."
+            return f"{late} Shall I try to {what} again?"
         return f"Sorry, I couldn't {what}: {_plain(error)}"
 
     async def _propose(
