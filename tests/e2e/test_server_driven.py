@@ -301,3 +301,14 @@ async def test_an_address_the_reading_invents_is_not_taken_for_a_new_invitee(sys
     assert body["reply"].startswith("Done: you're booked")
     [booking] = await stored_bookings(system)
     assert booking.participants == []
+
+
+async def test_a_button_racing_a_typed_yes_books_once(system: System) -> None:
+    body = await _propose(system)
+    action_id = body["pending_action"]["action_id"]  # type: ignore[index]
+    url = f"/v1/conversations/c1/actions/{action_id}/approve"
+    button, typed = await asyncio.gather(system.http.post(url, headers={"X-User-Id": "alice"}), system.say("yes"))
+    assert button.status_code in (200, 409) and typed.status_code == 200
+    replies = [typed.json()["reply"]] + ([button.json()["reply"]] if button.status_code == 200 else [])
+    assert sum(r.startswith("Done: you're booked") for r in replies) == 1
+    assert len(await stored_bookings(system)) == 1
