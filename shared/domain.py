@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import date, time
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.networks import validate_email
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 """Tenant, calendar and user ids: lower-case, url- and key-safe."""
@@ -22,6 +24,17 @@ def _check_zone(name: str) -> str:
 
 
 TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
+
+
+@lru_cache(maxsize=4096)
+def _check_email(address: str) -> str:
+    """pydantic's own e-mail check (normalised address), cached: the same few addresses come
+    back in every booking, and the check was a tenth of a booking worker's CPU."""
+    return validate_email(address)[1]
+
+
+Email = Annotated[str, AfterValidator(_check_email), WithJsonSchema({"format": "email", "type": "string"})]
+"""An e-mail address, validated like pydantic's EmailStr (the same schema)."""
 
 
 class TimeRange(BaseModel):
@@ -100,7 +113,7 @@ class Booking(BaseModel):
     calendar_id: Identifier
     user_id: Identifier
     attendee_name: str
-    participants: list[EmailStr] = Field(default_factory=list)
+    participants: list[Email] = Field(default_factory=list)
     start: AwareDatetime
     end: AwareDatetime
     status: BookingStatus = BookingStatus.confirmed

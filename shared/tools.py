@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Final
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared import streams
-from shared.domain import CalendarFields, Identifier
+from shared.domain import CalendarFields, Email, Identifier
 from shared.messages import MessageType
 from shared.offers import SlotRef
 
@@ -46,7 +46,7 @@ class BookMeeting(ToolArgs):
     start: AwareDatetime | None = Field(description="Start exactly as offered, ISO 8601; null if slot_ref is given.")
     duration_minutes: Minutes | None = Field(description="Meeting length; null for the calendar's default.")
     attendee_name: str = Field(min_length=1, max_length=100, description="Name of the person attending.")
-    participants: list[EmailStr] = Field(max_length=10, description="E-mail addresses to invite; may be empty.")
+    participants: list[Email] = Field(max_length=10, description="E-mail addresses to invite; may be empty.")
 
     @model_validator(mode="after")
     def _names_the_slot(self) -> BookMeeting:

@@ -17,9 +17,10 @@ from typing import Any, Final, Literal
 
 from openai import pydantic_function_tool
 from openai.types.chat import ChatCompletionFunctionToolParam
-from pydantic import BaseModel, EmailStr, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from services.chat.state import ConversationState
+from shared.domain import Email
 from shared.messages import ErrorCode, MessageType, ToolError
 from shared.tools import FetchFreeSlots, ListMyBookings, ToolArgs
 from shared.worker import describe_validation_error
@@ -54,7 +55,7 @@ class BookMeetingCall(ToolArgs):
     attendee_name: str | None = Field(
         max_length=100, description="The name the user gave for the booking; null if they gave none."
     )
-    participants: list[EmailStr] = Field(
+    participants: list[Email] = Field(
         max_length=10, description="E-mail addresses the user asked to invite; usually empty."
     )
 
