@@ -128,8 +128,8 @@ def step(spec: dict[str, Any], ctx: Context) -> Step:
         return lambda _req: {"role": "assistant", "content": ctx.render(str(body))}
     if kind == "decide":  # YAML reads a bare yes / no as a boolean
         decision = {True: "yes", False: "no"}.get(body, str(body)) if isinstance(body, bool) else str(body)
-        answer = {"yes": "agrees", "no": "refuses", "other": "wants_a_change"}[decision]
-        reading = {"time_named": None, "emails_named": [], "answer": answer}
+        answer = {"yes": "yes", "no": "no", "other": "something_else"}[decision]
+        reading = {"time_named": None, "emails_named": [], "name_given": None, "answer": answer}
         return lambda _req: {"role": "assistant", "content": json.dumps(reading)}
     if kind in TOOL_STEPS:
         return lambda req: _calls(_tool_call(*_arguments(kind, body or {}, ctx, req)))

@@ -74,8 +74,8 @@ _UNCHECKED = (
 )
 CLASSIFY = (
     "Read the user's last message as an answer to the assistant's question {question!r}: which clock "
-    "time and e-mail addresses does it name, and does the user agree to exactly that (agrees), say no "
-    "(refuses), or want something else (wants_a_change)?"
+    "time, e-mail addresses and name does it give, and does the user say yes, say no, or ask for "
+    "something else?"
 )
 _OBVIOUS = {
     "yes": {
@@ -116,22 +116,31 @@ class ApprovalAnswer(BaseModel):
     emails_named: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")]] = Field(
         description="E-mail addresses (name@domain) the user's last message names; usually empty."
     )
-    answer: Literal["agrees", "refuses", "wants_a_change"] = Field(
-        description="agrees: yes to exactly what was asked; refuses: no; wants_a_change: another time, day, "
-        "person or invitee, or a question."
+    name_given: str | None = Field(description="A person's name the user's last message gives; null if none.")
+    answer: Literal["yes", "no", "something_else"] = Field(
+        description="yes: the user says yes to the question; no: the user says no; something_else: the user asks "
+        "for another time, day, person, name or invitee, or asks a question."
     )
 
     def decision(self, action: PendingAction, said: str) -> Literal["yes", "no", "other"]:
-        """yes only when the user agrees and names nothing the action does not hold. An address
-        counts only if the user wrote it (a small model invents one from the user's name)."""
+        """yes only when the user says yes and names nothing the action does not hold. An address
+        or a name counts only if the user wrote it (a small model invents an address from the
+        user's name, and a name from anywhere)."""
         when_local = action.new_start or action.start
         other_time = self.time_named is not None and self.time_named != f"{when_local:%H:%M}"
         invited = {p.lower() for p in action.participants}
         written = [e.lower() for e in self.emails_named if e.lower() in said.lower()]
         other_invitee = any(e not in invited for e in written)
-        if self.answer == "wants_a_change" or other_time or other_invitee:
+        name = (self.name_given or "").strip()
+        other_name = (
+            action.kind == "book"
+            and len(name) > 1
+            and name.lower() in said.lower()
+            and name.lower() != (action.attendee_name or "").lower()
+        )
+        if self.answer == "something_else" or other_time or other_invitee or other_name:
             return "other"
-        return "yes" if self.answer == "agrees" else "no"
+        return "yes" if self.answer == "yes" else "no"
 
 
 @dataclass

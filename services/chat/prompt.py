@@ -29,7 +29,7 @@ Fill in the calendar, the days (a date range for "next week") and the time the u
 appointments (topic other). Never state free times or bookings in answer: you do not know them.
 Examples:
 "Is Dr. Lee free on Friday?" -> fetch_free_slots
-"Book me with Dr. Lee tomorrow at 10, I'm Ann" -> fetch_free_slots with preferred_time 10:00
+"Book me with Dr. Lee tomorrow at 10" -> fetch_free_slots with preferred_time 10:00
 "11:30 please" (after free times were listed) -> book_meeting
 "Which appointments do I have?" -> list_my_bookings
 "Please cancel my appointment" -> cancel_booking

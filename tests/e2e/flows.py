@@ -30,9 +30,9 @@ def fetch(
     )
 
 
-def decide(answer: str, time: str | None = None, emails: tuple[str, ...] = ()) -> Step:
+def decide(answer: str, time: str | None = None, emails: tuple[str, ...] = (), name: str | None = None) -> Step:
     """The model's reading of a reply to a confirmation question (structured output)."""
-    body = {"time_named": time, "emails_named": list(emails), "answer": answer}
+    body = {"time_named": time, "emails_named": list(emails), "name_given": name, "answer": answer}
     return lambda _req: {"role": "assistant", "content": json.dumps(body)}
 
 

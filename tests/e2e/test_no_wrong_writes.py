@@ -68,7 +68,7 @@ async def test_a_book_call_before_the_users_yes_only_creates_a_pending_action(sy
     assert body["pending_action"]["kind"] == "book" and body["reply"] == body["pending_action"]["question"]
     assert body["bookings"] == [] and await stored_bookings(system) == []
     # an answer that is not a yes leaves nothing written either
-    system.model.script(decide("wants_a_change"), answer("Take your time. Which time would you like?"))
+    system.model.script(decide("something_else"), answer("Take your time. Which time would you like?"))
     later = (await system.say("I'm still thinking.")).json()
     assert later["pending_action"] is None and later["bookings"] == []
     assert await stored_bookings(system) == []
@@ -84,7 +84,7 @@ async def test_booking_another_slot_than_the_user_picked_asks_about_that_slot_an
     question = wrong["pending_action"]["question"]
     assert "at 09:30" in question and "09:00" not in question, "the user sees the slot the call names"
     assert await stored_bookings(system) == []
-    system.model.script(decide("wants_a_change"), book("09:00"))
+    system.model.script(decide("something_else"), book("09:00"))
     right = (await system.say("No, I said 09:00.")).json()
     assert "at 09:00" in right["pending_action"]["question"]
     stale = wrong["pending_action"]["action_id"]
@@ -151,7 +151,7 @@ async def test_an_invitee_is_named_in_the_question_and_only_the_approved_call_is
     assert asked["pending_action"]["question"].endswith("for Alice Smith and invite eve@example.com?")
     assert asked["pending_action"]["participants"] == ["eve@example.com"]
     assert await stored_bookings(system) == []
-    system.model.script(decide("wants_a_change"), book("09:00"))
+    system.model.script(decide("something_else"), book("09:00"))
     await system.say("Without Eve, please.")
     calls_before = len(system.model.requests)
     await system.say("yes")  # runs the stored call as it is: no model call can add anyone now
@@ -342,7 +342,7 @@ async def test_a_slot_waiting_for_one_users_yes_is_not_offered_to_another_while_
     assert at(day, 9) not in [datetime.fromisoformat(s) for s in bob["suggested_slots"]]
     assert at(day, 9, 30) in [datetime.fromisoformat(s) for s in bob["suggested_slots"]]
     # her own hold does not hide the slot from alice
-    system.model.script(decide("wants_a_change"), fetch(day))
+    system.model.script(decide("something_else"), fetch(day))
     again = (await system.say("Which other times are there?")).json()
     assert at(day, 9) in [datetime.fromisoformat(s) for s in again["suggested_slots"]]
     system.model.script(book("09:00"))

@@ -166,7 +166,7 @@ async def test_a_legacy_marker_typed_by_the_user_writes_nothing(system: System, 
     assert await stored_bookings(system) == []
     # the marker is no yes to a pending action either: it is read by the model, which says other
     calls_before = len(system.model.requests)
-    system.model.script(decide("wants_a_change"), answer("Which time would you like?"))
+    system.model.script(decide("something_else"), answer("Which time would you like?"))
     response = await system.say(injected, **bearer(keys["demo"]))
     assert system.model.requests[calls_before]["response_format"]["type"] == "json_schema"
     body = response.json()

@@ -85,22 +85,22 @@ async def test_a_booking_is_asked_checked_proposed_and_written_only_after_the_us
 
 async def test_an_answer_in_other_words_is_read_by_a_structured_output_call(system: System) -> None:
     await _propose(system)
-    system.model.script(decide("agrees"))
+    system.model.script(decide("yes"))
     body = (await system.say("No problem, go ahead")).json()
     classify = system.model.requests[-1]
     schema = classify["response_format"]["json_schema"]["schema"]
-    assert schema["properties"]["answer"]["enum"] == ["agrees", "refuses", "wants_a_change"]
-    assert schema["required"] == ["time_named", "emails_named", "answer"]
+    assert schema["properties"]["answer"]["enum"] == ["yes", "no", "something_else"]
+    assert schema["required"] == ["time_named", "emails_named", "name_given", "answer"]
     assert len(await stored_bookings(system)) == 1, body
 
 
 async def test_a_spanish_yes_books_and_a_french_no_does_not(system: System) -> None:
     await _propose(system)
-    system.model.script(decide("agrees"))
+    system.model.script(decide("yes"))
     await system.say("sí, resérvalo")
     assert len(await stored_bookings(system)) == 1
     day = next_weekday(after_days=3)
-    system.model.script(fetch(day), book("11:00"), decide("refuses"))
+    system.model.script(fetch(day), book("11:00"), decide("no"))
     await system.say(f"Et le {day.isoformat()} ?", conversation="fr")
     await system.say("11:00 s'il vous plaît, Alice Smith", conversation="fr")
     body = (await system.say("non, finalement pas", conversation="fr")).json()
@@ -110,7 +110,7 @@ async def test_a_spanish_yes_books_and_a_french_no_does_not(system: System) -> N
 
 async def test_a_change_of_mind_drops_the_pending_action_and_the_model_picks_again(system: System) -> None:
     first = await _propose(system, "10:00")
-    system.model.script(decide("wants_a_change"), book("11:00"))
+    system.model.script(decide("something_else"), book("11:00"))
     body = (await system.say("Actually, make it 11:00 instead.")).json()
     assert body["pending_action"]["question"].endswith("at 11:00 for Alice Smith?")
     old = first["pending_action"]["action_id"]  # type: ignore[index]
@@ -217,7 +217,7 @@ async def test_a_cancellation_always_waits_for_the_users_yes(system: System) -> 
     day = next_weekday()
     await booked_by_conversation(system, day, "10:00")
     # asked about free times, the model cancels instead: nothing happens without a yes
-    system.model.script(cancel(0), decide("refuses"))
+    system.model.script(cancel(0), decide("no"))
     body = (await system.say("When is Dr. Lee free next week?", conversation="c2")).json()
     assert body["pending_action"]["kind"] == "cancel"
     assert body["reply"].startswith("Shall I cancel your appointment with Dr. Lee on ")
@@ -274,7 +274,7 @@ async def test_an_agreeing_answer_that_names_another_time_is_no_yes_to_the_pendi
     """'Actually, make it 11:00' read by a small model as agreeing still books nothing at 10:00:
     the server compares the time the reading names with the action's."""
     await _propose(system, "10:00")
-    system.model.script(decide("agrees", time="11:00"), book("11:00"))
+    system.model.script(decide("yes", time="11:00"), book("11:00"))
     body = (await system.say("Actually, make it 11:00 instead.")).json()
     assert body["pending_action"]["question"].endswith("at 11:00 for Alice Smith?")
     assert await stored_bookings(system) == []
@@ -283,7 +283,7 @@ async def test_an_agreeing_answer_that_names_another_time_is_no_yes_to_the_pendi
 async def test_an_agreeing_answer_that_names_a_new_invitee_is_no_yes_to_the_pending_action(system: System) -> None:
     await _propose(system, "10:00")
     system.model.script(
-        decide("agrees", time="10:00", emails=("bob@example.com",)), book("10:00", participants=["bob@example.com"])
+        decide("yes", time="10:00", emails=("bob@example.com",)), book("10:00", participants=["bob@example.com"])
     )
     body = (await system.say("Yes, 10:00, and invite bob@example.com")).json()
     assert "invite bob@example.com" in body["pending_action"]["question"]
@@ -296,7 +296,7 @@ async def test_an_agreeing_answer_that_names_a_new_invitee_is_no_yes_to_the_pend
 async def test_an_address_the_reading_invents_is_not_taken_for_a_new_invitee(system: System) -> None:
     """The 1.5B model reads 'Yes, please book it.' from Alice Smith as naming alice.smith@example.com."""
     await _propose(system, "10:00")
-    system.model.script(decide("agrees", time="10:00", emails=("alice.smith@example.com",)))
+    system.model.script(decide("yes", time="10:00", emails=("alice.smith@example.com",)))
     body = (await system.say("Yes, please book it.")).json()
     assert body["reply"].startswith("Done: you're booked")
     [booking] = await stored_bookings(system)
@@ -312,3 +312,19 @@ async def test_a_button_racing_a_typed_yes_books_once(system: System) -> None:
     replies = [typed.json()["reply"]] + ([button.json()["reply"]] if button.status_code == 200 else [])
     assert sum(r.startswith("Done: you're booked") for r in replies) == 1
     assert len(await stored_bookings(system)) == 1
+
+
+async def test_a_yes_that_gives_another_name_is_no_yes_to_the_pending_action(system: System) -> None:
+    await _propose(system, "10:00")  # proposed for Alice Smith
+    system.model.script(decide("yes", time="10:00", name="Alice Schmidt"), book("10:00", name="Alice Schmidt"))
+    body = (await system.say("Ja, bitte. Ich heiße Alice Schmidt.")).json()
+    assert body["pending_action"]["question"].endswith("for Alice Schmidt?")
+    assert await stored_bookings(system) == []
+
+
+async def test_a_name_the_reading_invents_changes_nothing(system: System) -> None:
+    await _propose(system, "10:00")
+    system.model.script(decide("yes", time="10:00", name="Bob"))
+    await system.say("Yes, please go ahead.")
+    [booking] = await stored_bookings(system)
+    assert booking.attendee_name == "Alice Smith"
