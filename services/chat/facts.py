@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from services.chat.approvals import PendingAction
@@ -63,19 +62,14 @@ def free_times(names: str, result: FreeSlots, calendar_zone: ZoneInfo) -> str:
 
 
 def _times(starts: list[datetime]) -> str:
-    """ "at 09:00, 09:30 or 10:00", or for many "from 09:00 to 11:30 and from 13:00 to 16:30"."""
-    if len(starts) <= SHOWN_PER_DAY:
-        return "at " + _join([f"{s:%H:%M}" for s in starts], "or")
-    step = min(b - a for a, b in pairwise(starts))
-    runs: list[list[datetime]] = [[starts[0]]]
-    for start in starts[1:]:
-        if start - runs[-1][-1] == step:
-            runs[-1].append(start)
-        else:
-            runs.append([start])
-    spans = [f"at {r[0]:%H:%M}" if len(r) == 1 else f"from {r[0]:%H:%M} to {r[-1]:%H:%M}" for r in runs]
-    minutes = int(step.total_seconds() // 60)
-    return f"{_join(spans)} (a start every {minutes} minutes)"
+    """ "at 09:00, 09:30 or 10:00"; with many, the first ones one by one (so "the second one"
+    means something) and the rest as a span: "..., 10:30 or 11:00, and 8 more from 13:00 to 16:30"."""
+    shown = [f"{s:%H:%M}" for s in starts[:SHOWN_PER_DAY]]
+    rest = starts[SHOWN_PER_DAY:]
+    if not rest:
+        return "at " + _join(shown, "or")
+    span = f"at {rest[0]:%H:%M}" if len(rest) == 1 else f"from {rest[0]:%H:%M} to {rest[-1]:%H:%M}"
+    return f"at {_join(shown, 'or')}, and {len(rest)} more {span}"
 
 
 def preferred_free(names: str, start: datetime, calendar_zone: ZoneInfo, question: str) -> str:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 from zoneinfo import ZoneInfo
 
@@ -177,7 +177,10 @@ class _Progress:
     pending: PendingAction | None = None
     force: str | None = None
     """A tool the next model call must call (the state left no choice)."""
+    within: frozenset[str] | None = None
+    """The tools this turn may use at all (a change to a pending action keeps its kind)."""
     forced_fetch: bool = False
+    forced_book: bool = False
     asked_for_answer: bool = False
 
     async def activity(self, label: str) -> None:
@@ -294,6 +297,8 @@ class Assistant:
                 await self.approvals.transition(
                     turn.tenant_id, turn.user_id, turn.conversation_id, pending.action.action_id, "superseded"
                 )
+                # the user changes something of the pending action: a changed move is still a move
+                progress.within = _CHANGES[pending.action.kind]
         if reply is None:
             reply = await self._rounds(turn, progress, history, new)
         new.append({"role": "assistant", "content": reply})
@@ -488,7 +493,9 @@ class Assistant:
         state = progress.state
         context = [self._system(state), *history]
         for _ in range(self.settings.max_model_rounds):
-            offered = chat_tools.offer(state, all_listed=self.settings.model_allowed_tools, only=progress.force)
+            offered = chat_tools.offer(
+                state, all_listed=self.settings.model_allowed_tools, only=progress.force or progress.within
+            )
             if not offered.allowed:
                 return GAVE_UP
             note: Message = {"role": "system", "content": state_note(state, turn.user_name)}
@@ -558,6 +565,11 @@ class Assistant:
         await progress.activity(tool.activity)
         match parsed:
             case FetchFreeSlotsCall():
+                if _already_offered(progress.state, parsed) and not progress.forced_book:
+                    # the user answers a list of free times ("the earliest"): the state leaves one call
+                    progress.forced_book = True
+                    progress.force = "book_meeting"
+                    return error_view(_LISTED), None
                 return await self._fetch_reply(turn, progress, parsed, call.id)
             case ListMyBookings():
                 reply = await self._request(turn, "list_my_bookings", parsed.model_dump(), call.id)
@@ -726,6 +738,15 @@ class Assistant:
         return model_view(reply, state.zones), facts.outcome(outcome, state)
 
 
+_CHANGES: dict[str, frozenset[str]] = {
+    "book": frozenset({"book_meeting", "fetch_free_slots", "answer"}),
+    "reschedule": frozenset({"reschedule_booking", "fetch_free_slots", "answer"}),
+    "cancel": frozenset({"cancel_booking", "list_my_bookings", "answer"}),
+}
+_LISTED = ToolError(
+    code=ErrorCode.invalid_arguments,
+    message="Those free times are listed above already: book the one the user chose with book_meeting.",
+)
 _ONE_AT_A_TIME = ToolError(
     code=ErrorCode.invalid_arguments, message="Only one tool call at a time; this one was not run."
 )
@@ -768,6 +789,21 @@ def _free_view(result: FreeSlots, calendars: tuple[CalendarSummary, ...]) -> str
     if result.next_available is not None:
         view["next_available"] = slot_label(calendars, result.next_available.start)
     return json.dumps(view)
+
+
+def _already_offered(state: ConversationState, call: FetchFreeSlotsCall) -> bool:
+    """A fetch without a wanted time or a booking to move, whose every day already holds live
+    offers of exactly these calendars in this conversation (asking again lists the same)."""
+    if call.preferred_time is not None or call.move_booking is not None or "book_meeting" not in _offered_tools(state):
+        return False
+    wanted = tuple(call.calendar_ids)
+    days = {s.start.date() for s in state.slots if s.offer.calendar_ids == wanted}
+    span = (call.date_to - call.date_from).days + 1
+    return 0 < span <= 7 and all(call.date_from + timedelta(days=i) in days for i in range(span))
+
+
+def _offered_tools(state: ConversationState) -> set[str]:
+    return {t.name for t in chat_tools.CHAT_TOOLS if t.choices(state) is not None}
 
 
 def _timed_out(reply: Reply, what: str) -> str | None:

@@ -194,7 +194,7 @@ class Offer:
     allowed: dict[str, type[ToolArgs]]
 
 
-def offer(state: ConversationState, *, all_listed: bool, only: str | None = None) -> Offer:
+def offer(state: ConversationState, *, all_listed: bool, only: str | frozenset[str] | None = None) -> Offer:
     """The tools the state allows now, narrowed to its enums. `all_listed`: list every tool
     (those not allowed now un-narrowed, so the list reads the same in every call) and let
     tool_choice say which may be called; otherwise list only the allowed ones."""
@@ -202,7 +202,8 @@ def offer(state: ConversationState, *, all_listed: bool, only: str | None = None
     allowed: dict[str, type[ToolArgs]] = {}
     for tool in CHAT_TOOLS:
         choices = tool.choices(state)
-        usable = choices is not None and (only is None or tool.name == only)
+        within = only is None or (tool.name == only if isinstance(only, str) else tool.name in only)
+        usable = choices is not None and within
         if usable and choices is not None:
             allowed[tool.name] = with_choices(tool.call, choices)
         if usable or all_listed:

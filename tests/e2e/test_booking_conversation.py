@@ -38,7 +38,8 @@ async def test_user_books_an_offered_slot_after_saying_yes_and_sees_only_natural
     assert first.status_code == 200, first.text
     offered = first.json()
     assert offered["reply"].startswith(
-        f"Dr. Lee is free on {at(day, 9):%a} {day.day} {at(day, 9):%b} from 09:00 to 11:30 and from 13:00 to 16:30"
+        f"Dr. Lee is free on {at(day, 9):%a} {day.day} {at(day, 9):%b} at 09:00, 09:30, 10:00, 10:30, 11:00 or 11:30, "
+        "and 8 more from 13:00 to 16:30"
     )
     assert len(offered["suggested_slots"]) > 2 and offered["pending_action"] is None
     assert_clean(offered["reply"])

@@ -25,6 +25,7 @@ from tests.e2e.flows import (
     enum_of,
     fetch,
     offered_tools,
+    reschedule,
     stored_bookings,
 )
 from tests.support.calendar_days import BERLIN, next_weekday
@@ -55,7 +56,7 @@ async def test_a_booking_is_asked_checked_proposed_and_written_only_after_the_us
     day = next_weekday()
     system.model.script(fetch(day), book("10:00"))
     first = (await system.say(f"Is Dr. Lee free on {day.isoformat()}?")).json()
-    assert "Dr. Lee is free on" in first["reply"] and "from 09:00 to 11:30" in first["reply"]
+    assert "Dr. Lee is free on" in first["reply"] and "at 09:00, 09:30, 10:00" in first["reply"]
     assert not ISO.search(first["reply"]), first["reply"]
     assert first["suggested_slots"] and first["pending_action"] is None
     opening = system.model.requests[0]
@@ -328,3 +329,28 @@ async def test_a_name_the_reading_invents_changes_nothing(system: System) -> Non
     await system.say("Yes, please go ahead.")
     [booking] = await stored_bookings(system)
     assert booking.attendee_name == "Alice Smith"
+
+
+async def test_asking_again_for_times_already_listed_sends_the_model_to_book_one(system: System) -> None:
+    """'The earliest, please' after a list: the 1.5B model fetched the same day again."""
+    day = next_weekday()
+    system.model.script(fetch(day), fetch(day), book(0))
+    await system.say(f"What times does Dr. Lee have on {day.isoformat()}?")
+    body = (await system.say("The earliest, please.")).json()
+    assert system.model.requests[2]["tool_choice"] == {"type": "function", "function": {"name": "book_meeting"}}
+    assert body["pending_action"]["question"].endswith("at 09:00 for Alice Smith?")
+
+
+async def test_a_change_to_a_pending_move_stays_a_move(system: System) -> None:
+    """'15:30 please' answering a proposed move: the 1.5B model booked a second appointment."""
+    day = next_weekday()
+    await booked_by_conversation(system, day, "10:00")
+    system.model.script(fetch(day), reschedule("14:00"))
+    await system.say(f"When is Dr. Lee free on {day.isoformat()}?", conversation="move")
+    asked = (await system.say("Move my appointment to 14:00 please.", conversation="move")).json()
+    assert asked["pending_action"]["kind"] == "reschedule"
+    system.model.script(decide("something_else", time="15:30"), reschedule("15:30"))
+    changed = (await system.say("15:30 please.", conversation="move")).json()
+    assert "book_meeting" not in offered_tools(system.model.requests[-1])
+    assert changed["pending_action"]["kind"] == "reschedule"
+    assert changed["pending_action"]["question"].endswith("at 15:30?")
