@@ -741,7 +741,8 @@ class Assistant:
 _CHANGES: dict[str, frozenset[str]] = {
     "book": frozenset({"book_meeting", "fetch_free_slots", "answer"}),
     "reschedule": frozenset({"reschedule_booking", "fetch_free_slots", "answer"}),
-    "cancel": frozenset({"cancel_booking", "list_my_bookings", "answer"}),
+    # a cancellation the user corrects may be a move: anything but a new booking
+    "cancel": frozenset({"cancel_booking", "reschedule_booking", "fetch_free_slots", "list_my_bookings", "answer"}),
 }
 _LISTED = ToolError(
     code=ErrorCode.invalid_arguments,

@@ -33,6 +33,7 @@ Examples:
 "11:30 please" (after free times were listed) -> book_meeting
 "Which appointments do I have?" -> list_my_bookings
 "Please cancel my appointment" -> cancel_booking
+"Move my appointment to Friday at 11" -> fetch_free_slots with preferred_time 11:00 and move_booking
 "Thanks, bye!" -> answer
 "What's the weather?" -> answer with topic other"""
 
@@ -96,7 +97,10 @@ def state_note(state: ConversationState, user_name: str | None) -> str:
     if state.slots:
         text = "Free times were offered in this conversation: book_meeting books one of them."
     else:
-        text = "No free times were offered yet: whoever wants to book must first get them from fetch_free_slots."
+        text = (
+            "No free times were offered yet: to book, or to move a booking, first get them from fetch_free_slots "
+            "(with move_booking for a move)."
+        )
     if state.bookings:
         text += f" The user's bookings: {'; '.join(b.label for b in state.bookings)}."
     else:
