@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -599,8 +600,8 @@ class Assistant:
         names = " and ".join(c.name for c in calendars) or "The calendar"
         zone = ZoneInfo(calendars[0].timezone) if calendars else ZoneInfo("UTC")
         listing = facts.free_times(names, result, zone)
-        if call.preferred_time is None or not calendars:
-            return view, listing
+        if call.preferred_time is None or not calendars or not _hour_written(turn.text, call.preferred_time):
+            return view, listing  # a time the user did not write (the model made "afternoon" 14:00) is no wish
         wanted = next((s for s in result.slots if f"{s.start:%H:%M}" == call.preferred_time), None)
         if wanted is None:
             return view, facts.preferred_taken(names, call.preferred_time, listing)
@@ -790,6 +791,15 @@ def _free_view(result: FreeSlots, calendars: tuple[CalendarSummary, ...]) -> str
     if result.next_available is not None:
         view["next_available"] = slot_label(calendars, result.next_available.start)
     return json.dumps(view)
+
+
+def _hour_written(text: str, hhmm: str) -> bool:
+    """Whether the user's message holds the hour of the time the model read from it (as 10, 10:30,
+    3 pm for 15:00, "10h", "10 Uhr"): the model's reading is checked against the words, it is not
+    taken on trust."""
+    hour = int(hhmm[:2])
+    numbers = {int(n) for n in re.findall(r"(?<!\d)(\d{1,2})(?!\d)", text)}
+    return hour in numbers or (hour % 12 or 12) in numbers
 
 
 def _already_offered(state: ConversationState, call: FetchFreeSlotsCall) -> bool:

@@ -354,3 +354,11 @@ async def test_a_change_to_a_pending_move_stays_a_move(system: System) -> None:
     assert "book_meeting" not in offered_tools(system.model.requests[-1])
     assert changed["pending_action"]["kind"] == "reschedule"
     assert changed["pending_action"]["question"].endswith("at 15:30?")
+
+
+async def test_a_time_the_user_never_wrote_is_no_wish_and_proposes_nothing(system: System) -> None:
+    """The 1.5B model read 'in the afternoon' as preferred_time 14:00 and proposed it."""
+    day = next_weekday()
+    system.model.script(fetch(day, preferred="14:00"))
+    body = (await system.say(f"Can I see Dr. Lee on {day:%A} in the afternoon?")).json()
+    assert body["pending_action"] is None and body["reply"].startswith("Dr. Lee is free on")
