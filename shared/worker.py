@@ -254,28 +254,27 @@ class StreamWorker:
         """The next batch; the acks (and deletions) of the last one travel in the same round
         trip, ahead of the read: they come after its replies and events were stored and
         checked, and a lost ack costs only a harmless redelivery."""
-        acks, self._acks = self._acks, []
-        forgotten, self._forgotten = self._forgotten, []
         pipe = self.redis.pipeline(transaction=False)
-        if acks:
-            pipe.xack(self.stream, self.group, *acks)
-        if forgotten:
-            pipe.xdel(self.stream, *forgotten)
+        self._queue_acks(pipe)
         pipe.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=self.settings.batch_size, block=self.settings.block_ms
         )
         *_, rows = await pipe.execute()
         return cast(Rows, rows)
 
-    async def _flush_acks(self) -> None:
+    def _queue_acks(self, pipe: Any) -> bool:
+        """Move the pending acks (and deletions) onto `pipe`; False when there were none."""
         acks, self._acks = self._acks, []
         forgotten, self._forgotten = self._forgotten, []
-        pipe = self.redis.pipeline(transaction=False)
         if acks:
             pipe.xack(self.stream, self.group, *acks)
         if forgotten:
             pipe.xdel(self.stream, *forgotten)
-        if acks or forgotten:
+        return bool(acks or forgotten)
+
+    async def _flush_acks(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        if self._queue_acks(pipe):
             await pipe.execute()
 
     async def _read_loop(self) -> None:

@@ -12,7 +12,6 @@ superseded | expired.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from datetime import datetime
@@ -146,7 +145,3 @@ class Approvals:
 
 def expires_at(now: datetime, ttl_s: int) -> datetime:
     return datetime.fromtimestamp(now.timestamp() + ttl_s, now.tzinfo)
-
-
-def payload_json(model: BaseModel) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads(model.model_dump_json()))

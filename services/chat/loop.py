@@ -805,16 +805,12 @@ def _hour_written(text: str, hhmm: str) -> bool:
 def _already_offered(state: ConversationState, call: FetchFreeSlotsCall) -> bool:
     """A fetch without a wanted time or a booking to move, whose every day already holds live
     offers of exactly these calendars in this conversation (asking again lists the same)."""
-    if call.preferred_time is not None or call.move_booking is not None or "book_meeting" not in _offered_tools(state):
-        return False
+    if call.preferred_time is not None or call.move_booking is not None or not state.slots:
+        return False  # without live offers book_meeting is not offered: nothing to send the model to
     wanted = tuple(call.calendar_ids)
     days = {s.start.date() for s in state.slots if s.offer.calendar_ids == wanted}
     span = (call.date_to - call.date_from).days + 1
     return 0 < span <= 7 and all(call.date_from + timedelta(days=i) in days for i in range(span))
-
-
-def _offered_tools(state: ConversationState) -> set[str]:
-    return {t.name for t in chat_tools.CHAT_TOOLS if t.choices(state) is not None}
 
 
 def _timed_out(reply: Reply, what: str) -> str | None:
