@@ -49,7 +49,7 @@ from services.chat.tools import (
     FetchFreeSlotsCall,
     RescheduleBookingCall,
 )
-from services.chat.views import error_view, model_view
+from services.chat.views import ERROR_VIEW_PREFIX, error_view, model_view
 from shared import metrics
 from shared.domain import Booking, BookingList, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
 from shared.logs import log_context
@@ -183,6 +183,10 @@ class _Progress:
     forced_fetch: bool = False
     forced_book: bool = False
     asked_for_answer: bool = False
+    words: str = ""
+    """Everything the user wrote in this conversation (what a length or a name may come from)."""
+    failed: set[tuple[str, str]] = field(default_factory=set)
+    """Calls (name, arguments) that got an error in this turn: the same call again ends the turn."""
 
     async def activity(self, label: str) -> None:
         if self.on_activity is not None:
@@ -285,6 +289,9 @@ class Assistant:
         """Run one turn; `on_activity` hears which kind of tool work is under way (no data)."""
         history = await self.conversations.history(turn.tenant_id, turn.conversation_id)
         progress = _Progress(await self.state(turn), on_activity)
+        progress.state.moving = _moving(history, progress.state)
+        earlier = [m["content"] for m in history if m.get("role") == "user" and isinstance(m.get("content"), str)]
+        progress.words = " ".join([*earlier, turn.text])
         new: list[Message] = [{"role": "user", "content": turn.text}]
         reply: str | None = None
         pending = await self.approvals.pending(turn.tenant_id, turn.conversation_id)
@@ -516,6 +523,9 @@ class Assistant:
                 progress.force = "answer"
                 continue
             call = calls[0]
+            said = (call.function.name, call.function.arguments or "")
+            if said in progress.failed:  # a small model repeats a refused call word for word
+                return GAVE_UP
             parsed = chat_tools.parse(offered, call.function.name, call.function.arguments)
             if isinstance(parsed, Answer):
                 final = await self._answer(progress, parsed)
@@ -526,6 +536,8 @@ class Assistant:
             with log_context(correlation_id=_short_id(call.id)):
                 result, final = await self._call(turn, progress, call, parsed)
             new.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            if result.startswith(ERROR_VIEW_PREFIX):
+                progress.failed.add(said)
             for extra in calls[1:]:
                 new.append({"role": "tool", "tool_call_id": extra.id, "content": error_view(_ONE_AT_A_TIME)})
             if final is not None:
@@ -566,6 +578,7 @@ class Assistant:
         await progress.activity(tool.activity)
         match parsed:
             case FetchFreeSlotsCall():
+                parsed = _grounded(parsed, progress.words, progress.state)
                 if _already_offered(progress.state, parsed) and not progress.forced_book:
                     # the user answers a list of free times ("the earliest"): the state leaves one call
                     progress.forced_book = True
@@ -593,6 +606,7 @@ class Assistant:
         if reply.error is not None or reply.result is None:
             return model_view(reply, state.zones), _timed_out(reply, "the calendar")
         result = FreeSlots.model_validate(reply.result)
+        state.moving = state.booking(call.move_booking) if call.move_booking else None
         calendars = tuple(c for c in (state.calendar(i) for i in call.calendar_ids) if c is not None)
         await self._refresh_offers(turn, state)
         progress.slots.extend(s.start for s in result.slots)
@@ -692,10 +706,16 @@ class Assistant:
                     return error_view(_NOT_OFFERED), None
                 if (mine := state.own_booking_at(choice)) is not None:
                     return json.dumps({"status": "already booked"}), facts.already_booked(mine)
-                if not name:
+                if (moving := state.moving_to(choice)) is not None and moving.calendar is not None:
+                    # the times were checked to move this booking: the pick moves it, no second booking
+                    tool = chat_tools.BY_NAME["reschedule_booking"]
+                    action, command = self._move_action(moving, choice)
+                    calendar = moving.calendar
+                elif not name:
                     return error_view(_NO_NAME), None
-                action, command = self._book_action(choice, name, [str(p) for p in call.participants])
-                calendar = choice.calendars[0]
+                else:
+                    action, command = self._book_action(choice, name, [str(p) for p in call.participants])
+                    calendar = choice.calendars[0]
             case CancelBookingCall():
                 booking = state.booking(call.booking)
                 if booking is None or booking.calendar is None:
@@ -800,6 +820,46 @@ def _hour_written(text: str, hhmm: str) -> bool:
     hour = int(hhmm[:2])
     numbers = {int(n) for n in re.findall(r"(?<!\d)(\d{1,2})(?!\d)", text)}
     return hour in numbers or (hour % 12 or 12) in numbers
+
+
+def _written_number(text: str, number: int) -> bool:
+    return number in {int(n) for n in re.findall(r"(?<!\d)(\d{1,3})(?!\d)", text)}
+
+
+def _grounded(call: FetchFreeSlotsCall, said: str, state: ConversationState) -> FetchFreeSlotsCall:
+    """The model's fetch, held to what the state and the user's words support: a move searches
+    the booking's own calendar for its own length; a length counts only if the user wrote it (in
+    minutes, or hours for whole hours), else the calendar's default (a small model fills in 45 or
+    60 unasked, and the calendar then refuses or offers the wrong length)."""
+    moving = state.booking(call.move_booking) if call.move_booking else None
+    if moving is not None:
+        length = int((moving.booking.end - moving.booking.start).total_seconds() // 60)
+        return call.model_copy(update={"calendar_ids": [moving.booking.calendar_id], "duration_minutes": length})
+    minutes = call.duration_minutes
+    if minutes is not None and not (
+        _written_number(said, minutes) or (minutes % 60 == 0 and _written_number(said, minutes // 60))
+    ):
+        minutes = None
+    return call.model_copy(update={"move_booking": None, "duration_minutes": minutes})
+
+
+def _moving(history: list[Message], state: ConversationState) -> BookingChoice | None:
+    """The booking the latest free-times check of this conversation was made to move, while it
+    stands as it was then and those offers live (the call's own arguments, read back from the
+    stored conversation; a later check without a move ends it)."""
+    if not state.slots:
+        return None
+    for message in reversed(history):
+        for call in reversed(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            if function.get("name") != "fetch_free_slots":
+                continue
+            try:
+                label = json.loads(function.get("arguments") or "{}").get("move_booking")
+            except (json.JSONDecodeError, AttributeError):
+                return None
+            return state.booking(label) if isinstance(label, str) else None
+    return None
 
 
 def _already_offered(state: ConversationState, call: FetchFreeSlotsCall) -> bool:

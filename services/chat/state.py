@@ -69,6 +69,9 @@ class ConversationState:
     directory: CalendarDirectory
     slots: list[SlotChoice] = field(default_factory=list)
     bookings: list[BookingChoice] = field(default_factory=list)
+    moving: BookingChoice | None = None
+    """The booking the user is moving: the latest free-times check was made to move it (and it
+    is still the user's, as it was then). A slot of its calendar picked now moves it."""
 
     def calendar(self, calendar_id: str) -> CalendarSummary | None:
         return next((c for c in self.directory.calendars if c.calendar_id == calendar_id), None)
@@ -86,6 +89,13 @@ class ConversationState:
 
     def booking(self, label: str) -> BookingChoice | None:
         return next((b for b in self.bookings if b.label == label), None)
+
+    def moving_to(self, slot: SlotChoice) -> BookingChoice | None:
+        """The booking that picking this slot moves, if the user is moving one on its calendar."""
+        moving = self.moving
+        if moving is None or slot.calendars[0].calendar_id != moving.booking.calendar_id:
+            return None
+        return moving
 
     def own_booking_at(self, slot: SlotChoice) -> BookingChoice | None:
         """The user's booking at exactly this slot (booking it again would book nothing new)."""

@@ -29,6 +29,9 @@ def _offered(slots: list[OfferedSlot]) -> dict[str, str]:
     return {s.ref: s.start.isoformat(timespec="minutes") for s in slots}
 
 
+ERROR_VIEW_PREFIX = '{"error": '
+
+
 def error_view(error: ToolError) -> str:
     return json.dumps({"error": {"code": error.code.value, "message": error.message}})
 

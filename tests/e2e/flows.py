@@ -14,20 +14,28 @@ from tests.support.scripted_model import Step, call
 
 
 def fetch(
-    day: date, calendar: str | list[str] = "dr-lee", *, preferred: str | None = None, to: date | None = None
+    day: date,
+    calendar: str | list[str] = "dr-lee",
+    *,
+    preferred: str | None = None,
+    to: date | None = None,
+    minutes: int | None = None,
+    move: int | None = None,
 ) -> Step:
-    return call(
-        "fetch_free_slots",
-        {
+    """fetch_free_slots; `move`: index into the move_booking enum (the user's bookings)."""
+
+    def args(req: dict[str, Any]) -> dict[str, Any]:
+        return {
             "calendar_ids": [calendar] if isinstance(calendar, str) else calendar,
             "date_from": day.isoformat(),
             "date_to": (to or day).isoformat(),
-            "duration_minutes": None,
+            "duration_minutes": minutes,
             "timezone": None,
             "preferred_time": preferred,
-            "move_booking": None,
-        },
-    )
+            "move_booking": None if move is None else enum_of(req, "fetch_free_slots", "move_booking")[move],
+        }
+
+    return call("fetch_free_slots", args)
 
 
 def decide(answer: str, time: str | None = None, emails: tuple[str, ...] = (), name: str | None = None) -> Step:
@@ -56,7 +64,8 @@ def enum_of(req: dict[str, Any], tool: str, field: str) -> list[str]:
     for t in req["tools"]:
         if t["function"]["name"] == tool:
             prop = t["function"]["parameters"]["properties"][field]
-            return list(prop.get("enum") or prop.get("items", {}).get("enum") or [])
+            options = [prop, *prop.get("anyOf", [])]  # a nullable enum is anyOf [enum, null]
+            return [v for o in options for v in (o.get("enum") or o.get("items", {}).get("enum") or [])]
     raise AssertionError(f"{tool} not offered")
 
 

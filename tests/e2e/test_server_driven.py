@@ -27,6 +27,7 @@ from tests.e2e.flows import (
     offered_tools,
     reschedule,
     stored_bookings,
+    tool_errors,
 )
 from tests.support.calendar_days import BERLIN, next_weekday
 from tests.support.scripted_model import call
@@ -362,3 +363,48 @@ async def test_a_time_the_user_never_wrote_is_no_wish_and_proposes_nothing(syste
     system.model.script(fetch(day, preferred="14:00"))
     body = (await system.say(f"Can I see Dr. Lee on {day:%A} in the afternoon?")).json()
     assert body["pending_action"] is None and body["reply"].startswith("Dr. Lee is free on")
+
+
+async def test_picking_a_time_checked_to_move_a_booking_moves_it_and_books_nothing_new(system: System) -> None:
+    """'15:30 please' after times fetched to move a booking: the 1.5B model called book_meeting
+    (and asked for 60 minutes nobody wanted); the pick moves the booking, at its own length."""
+    day = next_weekday()
+    await booked_by_conversation(system, day, "10:00")
+    [before] = await stored_bookings(system)
+    system.model.script(fetch(day, move=0, minutes=60), book("15:30"))
+    listed = (await system.say(f"Can I move my appointment on {day:%A} to the afternoon?", conversation="m")).json()
+    assert listed["pending_action"] is None and "16:30" in listed["reply"], "30-minute times, the booking's length"
+    asked = (await system.say("15:30 please.", conversation="m")).json()
+    assert asked["pending_action"]["kind"] == "reschedule"
+    assert asked["reply"].startswith("Shall I move your appointment with Dr. Lee from ")
+    await system.say("Yes.", conversation="m")
+    [after] = await stored_bookings(system)
+    assert after.booking_id == before.booking_id and after.start.astimezone(BERLIN).strftime("%H:%M") == "15:30"
+    assert after.end - after.start == before.end - before.start
+
+
+async def test_a_later_check_without_a_move_books_a_second_appointment(system: System) -> None:
+    day = next_weekday()
+    await booked_by_conversation(system, day, "10:00")
+    system.model.script(fetch(day, move=0), fetch(day, to=next_weekday(after_days=3)), book("15:30"))
+    await system.say(f"Can I move my appointment on {day:%A}?", conversation="m")
+    await system.say("Actually I'd rather keep it and book another one. What's free?", conversation="m")
+    asked = (await system.say("15:30 please.", conversation="m")).json()
+    assert asked["pending_action"]["kind"] == "book"
+
+
+async def test_a_length_the_user_never_wrote_is_dropped_and_the_calendar_default_used(system: System) -> None:
+    day = next_weekday()
+    system.model.script(fetch(day, minutes=45))
+    body = (await system.say(f"Is Dr. Lee free on {day.isoformat()}?")).json()
+    assert body["reply"].startswith("Dr. Lee is free on") and body["suggested_slots"], body
+
+
+async def test_a_refused_call_repeated_word_for_word_ends_the_turn_at_once(system: System) -> None:
+    """The 1.5B model sent the same invalid fetch six times in one turn (54 s)."""
+    day = next_weekday()
+    system.model.script(fetch(day, minutes=45), fetch(day, minutes=45), fetch(day, minutes=45))
+    body = (await system.say(f"I need 45 minutes with Dr. Lee on {day.isoformat()}.")).json()
+    assert len(system.model.requests) == 2
+    assert "invalid_arguments" in tool_errors(system.model.requests[1])
+    assert body["pending_action"] is None and "Which calendar and day" in body["reply"]
