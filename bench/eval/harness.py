@@ -38,7 +38,7 @@ from services.calendar.app import build as build_calendar
 from services.calendar.store import CalendarStore
 from services.chat import tools as chat_tools
 from services.chat.api import create_app
-from services.chat.loop import UNAVAILABLE
+from services.chat.facts import UNAVAILABLE
 from services.chat.toolbus import ToolBus
 from shared.domain import Booking
 from shared.keys import TenantKeys

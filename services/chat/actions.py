@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from services.chat.access import Caller, caller
-from services.chat.loop import Assistant, Turn
+from services.chat.loop import Assistant
 from services.chat.schemas import ChatResponse
+from services.chat.turn import Turn
 
 router = APIRouter(prefix="/v1/conversations", tags=["chat"])
 

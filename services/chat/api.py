@@ -29,11 +29,12 @@ from services.chat.actions import router as actions_router
 from services.chat.admin import router as admin_router
 from services.chat.conversations import ConversationStore
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
-from services.chat.loop import Assistant, Turn
+from services.chat.loop import Assistant
 from services.chat.replay import KeyReusedError, Lease, ResponseCache, StillRunningError, fingerprint
 from services.chat.schemas import ChatRequest, ChatResponse
 from services.chat.sse import respond, stream_turn
 from services.chat.toolbus import ToolBus
+from services.chat.turn import Turn
 from shared import metrics, streams
 from shared.logs import bind_log_context, log_context
 from shared.messages import Envelope

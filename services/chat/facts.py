@@ -12,6 +12,14 @@ from services.chat.approvals import PendingAction
 from services.chat.state import BookingChoice, ConversationState, when
 from shared.domain import BookingOutcome, FreeSlots, NoSlotReason
 
+UNAVAILABLE = "Sorry, I can't reach the booking assistant right now. Please try again in a minute."
+OFF_TOPIC = (
+    "I can only help with appointments here: finding a free time, booking, moving or cancelling one. "
+    "What would you like to do?"
+)
+GAVE_UP = "Sorry, I couldn't finish that just now. Which calendar and day would you like me to check?"
+ASK_DAY = "Which day would you like me to check for a free time?"
+HOW_I_HELP = "I can find a free time, book, move or cancel an appointment for you. What would you like to do?"
 SHOWN_PER_DAY = 6
 SHOWN_DAYS = 3
 

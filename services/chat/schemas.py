@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from services.chat.approvals import PendingAction
-from services.chat.loop import TurnResult
+from services.chat.turn import TurnResult
 from shared.domain import Booking
 
 

@@ -14,7 +14,7 @@ import pytest
 from services.calendar.store import CalendarStore
 from services.chat.access import ApiKeys
 from services.chat.api import create_app, scope_conversation
-from services.chat.loop import UNAVAILABLE
+from services.chat.facts import UNAVAILABLE
 from shared.keys import TenantKeys
 from shared.settings import Settings
 from tests.conftest import System, make_settings

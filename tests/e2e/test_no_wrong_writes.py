@@ -14,8 +14,8 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from services.calendar.store import CalendarStore
+from services.chat.facts import GAVE_UP, HOW_I_HELP, OFF_TOPIC
 from services.chat.guards import find_leaks
-from services.chat.loop import GAVE_UP, HOW_I_HELP, OFF_TOPIC
 from shared.keys import TenantKeys
 from shared.offers import REF_IN_TEXT
 from tests.conftest import System

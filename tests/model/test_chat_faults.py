@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.chat.loop import UNAVAILABLE
+from services.chat.facts import UNAVAILABLE
 from services.model.runtime import Runtime
 from services.model.server import create_app
 from services.model.settings import ModelSettings
