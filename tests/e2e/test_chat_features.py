@@ -13,7 +13,8 @@ import pytest
 
 from services.calendar.store import CalendarStore
 from services.chat.access import ApiKeys
-from services.chat.api import create_app, scope_conversation
+from services.chat.api import create_app
+from services.chat.deps import scope_conversation
 from services.chat.facts import UNAVAILABLE
 from shared.keys import TenantKeys
 from shared.settings import Settings

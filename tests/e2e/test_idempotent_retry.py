@@ -18,7 +18,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.chat.api import scope_conversation
+from services.chat.deps import scope_conversation
 from shared.keys import TenantKeys
 from shared.settings import Settings
 from tests.conftest import System, make_settings

@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel
 
-from services.chat.access import Caller, operator
-from services.chat.toolbus import ToolBus
+from services.chat.access import Caller
+from services.chat.deps import operator, services
 from shared.domain import BusyImported, CalendarDirectory, CalendarSaved
 from shared.messages import Envelope, ErrorCode, MessageType, Reply
 from shared.tools import DescribeCalendars, ImportIcs, UpsertCalendar
@@ -45,7 +45,8 @@ def _admin_key(key: str | None) -> str:
 
 
 async def _send(request: Request, who: Caller, kind: MessageType, body: BaseModel, key: str | None) -> Reply:
-    bus: ToolBus = request.app.state.assistant.bus
+    deps = services(request)
+    bus = deps.assistant.bus
     envelope = Envelope(
         idempotency_key=_admin_key(key),
         correlation_id=request.state.request_id,
@@ -57,7 +58,7 @@ async def _send(request: Request, who: Caller, kind: MessageType, body: BaseMode
         payload=body.model_dump(mode="json", exclude_none=True),
         reply_to=bus.reply_to,
     )
-    reply = await bus.request(envelope, request.app.state.settings.tool_timeout_s)
+    reply = await bus.request(envelope, deps.settings.tool_timeout_s)
     if reply.error is not None:
         raise HTTPException(STATUS.get(reply.error.code, 422), reply.error.message)
     return reply

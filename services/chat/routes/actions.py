@@ -8,14 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
-from services.chat.access import Caller, caller
-from services.chat.loop import Assistant
+from services.chat.access import Caller
+from services.chat.deps import ConversationId, Services, caller, scope_conversation
 from services.chat.schemas import ChatResponse
 from services.chat.turn import Turn
 
 router = APIRouter(prefix="/v1/conversations", tags=["chat"])
 
-ConversationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Client-chosen conversation id.")]
 ActionId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The pending action's id.")]
 
 ERRORS: dict[int | str, dict[str, object]] = {404: {}, 409: {}}
@@ -30,16 +29,17 @@ REASONS = {
 }
 
 
-async def _answer(request: Request, who: Caller, conversation_id: str, action_id: str, approve: bool) -> ChatResponse:
-    assistant: Assistant = request.app.state.assistant
+async def _answer(
+    request: Request, deps: Services, who: Caller, conversation_id: str, action_id: str, approve: bool
+) -> ChatResponse:
     turn = Turn(
         tenant_id=who.tenant_id,
         user_id=who.user_id,
-        conversation_id=request.app.state.scope_conversation(who.user_id, conversation_id),
+        conversation_id=scope_conversation(who.user_id, conversation_id),
         text="",
         request_id=getattr(request.state, "request_id", None),
     )
-    result = await assistant.answer_action(turn, action_id, approve)
+    result = await deps.assistant.answer_action(turn, action_id, approve)
     if isinstance(result, str):
         status, reason = REASONS.get(result, (409, f"This action is {result}; nothing was changed."))
         raise HTTPException(status, reason)
@@ -48,15 +48,23 @@ async def _answer(request: Request, who: Caller, conversation_id: str, action_id
 
 @router.post("/{conversation_id}/actions/{action_id}/approve", response_model=ChatResponse, responses=ERRORS)
 async def approve(
-    conversation_id: ConversationId, action_id: ActionId, request: Request, who: Annotated[Caller, Depends(caller)]
+    conversation_id: ConversationId,
+    action_id: ActionId,
+    request: Request,
+    deps: Services,
+    who: Annotated[Caller, Depends(caller)],
 ) -> ChatResponse:
     """Carry out the pending action (book, cancel or move) exactly as it was proposed."""
-    return await _answer(request, who, conversation_id, action_id, approve=True)
+    return await _answer(request, deps, who, conversation_id, action_id, approve=True)
 
 
 @router.post("/{conversation_id}/actions/{action_id}/decline", response_model=ChatResponse, responses=ERRORS)
 async def decline(
-    conversation_id: ConversationId, action_id: ActionId, request: Request, who: Annotated[Caller, Depends(caller)]
+    conversation_id: ConversationId,
+    action_id: ActionId,
+    request: Request,
+    deps: Services,
+    who: Annotated[Caller, Depends(caller)],
 ) -> ChatResponse:
     """Drop the pending action; nothing is written."""
-    return await _answer(request, who, conversation_id, action_id, approve=False)
+    return await _answer(request, deps, who, conversation_id, action_id, approve=False)
