@@ -185,13 +185,13 @@ class Runner(Protocol):
     async def script(self, request: ScriptRequest) -> Any: ...
 
 
-async def run_script(call: Callable[[Queue], Awaitable[Any]], redis: Redis, request: ScriptRequest) -> Any:
-    """EVALSHA through `call`; on NOSCRIPT, load the script and run it again."""
+async def run_script(evalsha: Callable[[ScriptRequest], Awaitable[Any]], redis: Redis, request: ScriptRequest) -> Any:
+    """The request's EVALSHA sent by `evalsha`; on NOSCRIPT, load the script and send it again."""
     try:
-        return await call(request.queue)
+        return await evalsha(request)
     except NoScriptError:
         await request.SCRIPT.preload(redis)
-        return await call(request.queue)
+        return await evalsha(request)
 
 
 class Direct:
@@ -207,4 +207,9 @@ class Direct:
         return result
 
     async def script(self, request: ScriptRequest) -> Any:
-        return await run_script(self.call, self.redis, request)
+        return await run_script(self._evalsha, self.redis, request)
+
+    async def _evalsha(self, request: ScriptRequest) -> Any:
+        keys = request.keys()
+        # a plain command, not a pipeline: a cluster client refuses EVALSHA in a pipeline
+        return await self.redis.evalsha(request.SCRIPT.sha, len(keys), *keys, *request.argv())

@@ -38,7 +38,7 @@ class AutoPipeline:
 
     async def script(self, request: ScriptRequest) -> Any:
         """The request's script in the shared round trip (loaded again on NOSCRIPT)."""
-        return await run_script(self.call, self.redis, request)
+        return await run_script(lambda r: self.call(r.queue), self.redis, request)
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
