@@ -12,7 +12,6 @@ next to N booking workers in the same run and reports our figures as ratios to t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import sys
 from datetime import datetime, timedelta
@@ -20,16 +19,13 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.booking.store import write_script
+from services.booking.scripts import BookRequest
 from shared.domain import Booking, BookingOutcome, BookingStatus
 from shared.keys import TenantKeys
 from shared.messages import Envelope, Reply
-from shared.offers import offer_field
 
 PLAIN_STREAM = "bench.plain"
 PLAIN_GROUP = "plain"
-BOOK_LUA = write_script("book.lua")
-BOOK_SHA = hashlib.sha1(BOOK_LUA.encode()).hexdigest()
 TTL_S = 48 * 3600
 
 
@@ -56,37 +52,38 @@ def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
     outcome = BookingOutcome(status="confirmed", booking=booking).model_dump_json()
     meta = json.dumps({"message_id": envelope.message_id, "occurred_at": booking.created_at.isoformat()})
     s = int(start.timestamp())
+    day = s - s % 86_400
+    request = BookRequest(
+        idempotency=keys.idempotency(envelope.idempotency_key),
+        fingerprint=envelope.payload_fingerprint(),
+        attempt=booking_id,
+        deadline_ms=0,
+        ttl_s=TTL_S,
+        result=outcome,
+        meta=meta,
+        busy=keys.calendar_bookings(calendar_id),
+        booking=keys.booking(booking_id),
+        user_bookings=keys.user_bookings(envelope.user_id),
+        offers=keys.offers(envelope.conversation_id),
+        holds=keys.holds(calendar_id),
+        calendar_id=calendar_id,
+        start=s,
+        ends=s + 300,
+        buffer_before_s=0,
+        buffer_after_s=0,
+        daily_cap=0,
+        day_start=day,
+        day_end=day + 86_400,
+        conversation=envelope.conversation_id,
+        now=now,
+        booking_id=booking_id,
+        user_id=envelope.user_id,
+        booking_json=booking.model_dump_json(),
+        booking_prefix=keys.booking(""),
+    )
     call = {
-        "keys": [
-            keys.idempotency(envelope.idempotency_key),
-            keys.calendar_bookings(calendar_id),
-            keys.booking(booking_id),
-            keys.user_bookings(envelope.user_id),
-            keys.offers(envelope.conversation_id),
-            keys.holds(calendar_id),
-        ],
-        "args": [
-            envelope.payload_fingerprint(),
-            outcome,
-            s,
-            s + 300,
-            0,
-            0,
-            TTL_S,
-            booking_id,
-            envelope.user_id,
-            booking.model_dump_json(),
-            keys.booking(""),
-            0,
-            s - s % 86_400,
-            s - s % 86_400 + 86_400,
-            offer_field(calendar_id, s),
-            now,
-            meta,
-            booking_id,
-            envelope.conversation_id,
-            0,
-        ],
+        "keys": request.keys(),
+        "args": request.argv(),
         "reply_to": envelope.reply_to,
         # the reply as our worker writes it, with the script's result spliced in at `result`
         "reply_head": Reply(
@@ -100,7 +97,7 @@ def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
 async def serve(url: str, consumer: str) -> None:
     """Consume PLAIN_STREAM until killed."""
     redis = Redis.from_url(url)
-    await redis.script_load(BOOK_LUA)
+    await BookRequest.SCRIPT.preload(redis)
     while True:
         rows = cast(
             list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
@@ -110,7 +107,7 @@ async def serve(url: str, consumer: str) -> None:
             calls: list[dict[str, Any]] = [json.loads(fields[b"call"]) for _, fields in entries]
             pipe = redis.pipeline(transaction=False)
             for call in calls:
-                pipe.evalsha(BOOK_SHA, len(call["keys"]), *call["keys"], *call["args"])
+                pipe.evalsha(BookRequest.SCRIPT.sha, len(call["keys"]), *call["keys"], *call["args"])
             results = await pipe.execute(raise_on_error=False)
             pipe = redis.pipeline(transaction=False)
             done = []

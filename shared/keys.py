@@ -28,11 +28,13 @@ class TenantKeys:
         return f"{self._tag}:cals"
 
     def calendar_bookings(self, calendar_id: str) -> str:
-        """Sorted set of a calendar's blocked intervals: score = start, member = `end|booking_id`."""
+        """Sorted set of a calendar's bookings: score = core start, member = `end|booking_id|user_id`
+        (core end; buffers are applied when checking, services/booking/lua/book.lua)."""
         return f"{self._tag}:cal:{calendar_id}:busy"
 
     def external_busy(self, calendar_id: str) -> str:
-        """Sorted set of imported busy blocks: score = start, member = `end|uid`."""
+        """Sorted set of imported busy blocks: score = start, member = `end|source:start`
+        (services/calendar/lua/import_busy.lua)."""
         return f"{self._tag}:cal:{calendar_id}:ext"
 
     def booking(self, booking_id: str) -> str:
@@ -58,7 +60,8 @@ class TenantKeys:
         return f"{self._tag}:user:{user_id}:bks"
 
     def idempotency(self, key: str) -> str:
-        """The stored first result of one idempotency key."""
+        """Hash of one idempotency key's first result: `fp` (the request's fingerprint), `result`
+        and, for booking writes, `meta`, `seq`, `attempt` (services/booking/lua/write_once.lua)."""
         return f"{self._tag}:idem:{key}"
 
     def conversation(self, conversation_id: str) -> str:
@@ -79,7 +82,7 @@ class TenantKeys:
 
     def holds(self, calendar_id: str) -> str:
         """Sorted set of a calendar's short holds on proposed slots: score = start,
-        member = `end|conversation|expires` (epoch s); see shared/holds.py."""
+        member = `end|conversation|expires` (epoch s); see shared/offers.py."""
         return f"{self._tag}:cal:{calendar_id}:holds"
 
     def action(self, action_id: str) -> str:
@@ -92,7 +95,9 @@ class TenantKeys:
         return f"{self._tag}:conv:{conversation_id}:pending"
 
     def offers(self, conversation_id: str) -> str:
-        """Hash of the slots offered in one conversation: ref -> offer JSON."""
+        """Hash of the slots offered in one conversation: `<calendar_id>|<start>` -> expiry,
+        `ref|<ref>` -> `<start>|<duration>|<calendar ids>`, `at|<calendar ids>|<start>` -> ref,
+        `#refs`; see shared/offers.py."""
         return f"{self._tag}:conv:{conversation_id}:offers"
 
 

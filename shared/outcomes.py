@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Final
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Final
 
 from redis.asyncio import Redis
 
 from shared.keys import TenantKeys
 from shared.messages import Envelope
+from shared.scripts import Direct, Key, Script, ScriptRequest
 
-FINAL_OUTCOME_LUA: Final = """
--- KEYS: 1 idempotency hash; ARGV: 1 deadline (epoch ms)
--- {'wait', ms} while the server's clock is before the deadline, else {'final', fp, result}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now < tonumber(ARGV[1]) then return {'wait', tostring(tonumber(ARGV[1]) - now)} end
-local seen = redis.call('HMGET', KEYS[1], 'fp', 'result')
-return {'final', seen[1] or '', seen[2] or ''}
-"""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinalOutcome(ScriptRequest):
+    """lua/final_outcome.lua: a command's stored result, once the server's clock is past its deadline."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(Path(__file__).with_name("lua") / "final_outcome.lua")
+    idempotency: Key
+    deadline_ms: int
+
+
 WRITES: Final = frozenset({"book_meeting", "cancel_booking", "reschedule_booking"})
 
 
@@ -36,9 +40,10 @@ async def final_outcome(redis: Redis, envelope: Envelope, *, max_wait_s: float =
     if envelope.deadline is None or envelope.type not in WRITES:
         return None
     key = TenantKeys(envelope.tenant_id).idempotency(envelope.idempotency_key)
+    run = Direct(redis)
     waited = 0.0
     while True:
-        status, *rest = await redis.eval(FINAL_OUTCOME_LUA, 1, key, envelope.deadline_ms())
+        status, *rest = await run.script(FinalOutcome(idempotency=key, deadline_ms=envelope.deadline_ms()))
         if status == b"final":
             fingerprint, result = rest
             if fingerprint and fingerprint.decode() == envelope.payload_fingerprint() and result:

@@ -394,7 +394,9 @@ class Harness:
             start = ctx.moment(spec.at)
             conversation = f"{spec.user}.eval-fixture"
             expires = int(time.time()) + OFFER_TTL_S
-            await store.record_offers(TENANT, conversation, [spec.calendar], [int(start.timestamp())], 30 * 60, expires)
+            await store.offers.record_offers(
+                TENANT, conversation, [spec.calendar], [int(start.timestamp())], 30 * 60, expires
+            )
             args = BookMeeting(
                 calendar_id=spec.calendar,
                 start=start,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-from pathlib import Path
 
 from faststream import FastStream
 from faststream.redis import RedisBroker
@@ -27,7 +26,8 @@ from redis.asyncio import Redis
 
 from services.booking import ics
 from services.booking.events import BookingEvent
-from services.booking.pipeline import AutoPipeline, LuaScript
+from services.booking.pipeline import AutoPipeline
+from services.booking.scripts import StoreInvitation
 from shared import metrics, streams
 from shared.keys import TenantKeys
 from shared.logs import setup_logging
@@ -72,7 +72,6 @@ class Invitations:
         self.redis = redis
         self.organizer = organizer
         self.auto = AutoPipeline(redis)
-        self._store = LuaScript((Path(__file__).with_name("lua") / "invitation.lua").read_text())
 
     async def apply(self, data: bytes) -> None:
         """Store the invitation of one booking.events entry (its JSON); ValueError if it is none."""
@@ -80,17 +79,17 @@ class Invitations:
         invite = render(event, self.organizer)
         keys = TenantKeys(event.tenant_id)
         stored = await self.auto.script(
-            self._store,
-            [keys.invitation(event.booking.booking_id), keys.invitations()],
-            [
-                event.event_id,
-                event.sequence,
-                invite.content_type,
-                invite.filename,
-                invite.text,
-                OUTBOX_MAXLEN,
-                event.booking.booking_id,
-            ],
+            StoreInvitation(
+                invitation=keys.invitation(event.booking.booking_id),
+                outbox=keys.invitations(),
+                event_id=event.event_id,
+                sequence=event.sequence,
+                content_type=invite.content_type,
+                filename=invite.filename,
+                text=invite.text,
+                maxlen=OUTBOX_MAXLEN,
+                booking_id=event.booking.booking_id,
+            )
         )
         if stored:
             metrics.INVITATIONS.inc()

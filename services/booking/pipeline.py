@@ -11,28 +11,16 @@ of that round trip, and their entries stay pending for a retry.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
-Queue = Callable[[Pipeline], object]
-"""Adds one command to a pipeline (e.g. `lambda p: p.get(key)`)."""
-
-
-class LuaScript:
-    """A Lua script run by its SHA; loaded on first use and again after a server restart."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+from shared.scripts import Queue, ScriptRequest, run_script
 
 
 class AutoPipeline:
-    """Coalesces commands issued in the same loop turn into one non-transactional pipeline."""
+    """Coalesces commands issued in the same loop turn into one non-transactional pipeline
+    (a `shared.scripts.Runner`)."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -48,14 +36,9 @@ class AutoPipeline:
         self._queue.append((queue, future))
         return future
 
-    async def script(self, script: LuaScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        """EVALSHA in the shared round trip; on NOSCRIPT (never loaded, or the server lost its
-        script cache) load it and run it again: a NOSCRIPT reply means it did not run."""
-        try:
-            return await self.call(lambda p: p.evalsha(script.sha, len(keys), *keys, *args))
-        except NoScriptError:
-            await self.redis.script_load(script.source)
-            return await self.call(lambda p: p.evalsha(script.sha, len(keys), *keys, *args))
+    async def script(self, request: ScriptRequest) -> Any:
+        """The request's script in the shared round trip (loaded again on NOSCRIPT)."""
+        return await run_script(lambda r: self.call(r.queue), self.redis, request)
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []

@@ -11,11 +11,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.booking.events import Change, ChangeMeta
+from services.booking.scripts import BookRequest, CancelRequest, Once, RescheduleRequest
 from services.booking.store import LOOKBACK_S, BookingStore, Owned, Prefetched, ScriptResult, Stored
 from services.calendar import slots
 from shared.domain import Booking, BookingList, BookingOutcome, BookingStatus, Calendar
 from shared.messages import DomainError, Envelope, ErrorCode
-from shared.offers import start_of_ref
 from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking
 
 
@@ -53,14 +53,27 @@ class BookingService:
             slots.local_midnight(local_day + timedelta(days=1), calendar.zone),
         )
 
+    def _once(self, envelope: Envelope, fingerprint: str, outcome: BookingOutcome, meta: ChangeMeta) -> Once:
+        """What a write stores under the command's idempotency key (a fresh attempt token)."""
+        return Once(
+            tenant_id=envelope.tenant_id,
+            key=envelope.idempotency_key,
+            fingerprint=fingerprint,
+            result=outcome.model_dump_json(),
+            meta=meta.model_dump_json(),
+            ttl_s=self.store.ttl,
+            deadline_ms=envelope.deadline_ms(),
+        )
+
     async def _offered(self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None) -> datetime:
         """The start the command names: its slot reference resolved, or its start as given."""
         if ref is None:
             if start is None:  # the argument models refuse this; a direct caller may not
                 raise DomainError(ErrorCode.invalid_arguments, "Name the slot: its ref or its start.")
             return start
-        raw = await self.store.offered_ref(envelope.tenant_id, envelope.conversation_id, ref)
-        return start_of_ref(raw, calendar_id, ref, start)
+        return await self.store.offers.offered_start(
+            envelope.tenant_id, envelope.conversation_id, calendar_id, ref, start
+        )
 
     async def _begin(
         self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None, fingerprint: str
@@ -111,20 +124,8 @@ class BookingService:
         )
         outcome = BookingOutcome.model_construct(status="confirmed", booking=booking)
         meta = ChangeMeta(message_id=envelope.message_id, occurred_at=now_at, calendar_name=calendar.name)
-        result = await self.store.book(
-            envelope.idempotency_key,
-            fingerprint,
-            booking,
-            booking.model_dump_json(),
-            outcome.model_dump_json(),
-            calendar,
-            day,
-            envelope.conversation_id,
-            now,
-            meta.model_dump_json(),
-            uuid.uuid4().hex,
-            envelope.deadline_ms(),
-        )
+        once = self._once(envelope, fingerprint, outcome, meta)
+        result = await self.store.write(BookRequest.of(once, booking, calendar, day, envelope.conversation_id, now))
         if result.status == "existing":
             return Change(
                 BookingOutcome(status="confirmed", booking=Booking.model_validate_json(result.payload)), False
@@ -160,16 +161,8 @@ class BookingService:
         outcome = BookingOutcome.model_construct(status="cancelled", booking=cancelled)
         name = pre.calendar.name if pre.calendar is not None else args.calendar_id
         meta = ChangeMeta(message_id=envelope.message_id, occurred_at=now_at, calendar_name=name)
-        result = await self.store.cancel(
-            envelope.idempotency_key,
-            fingerprint,
-            current,
-            cancelled,
-            outcome.model_dump_json(),
-            meta.model_dump_json(),
-            uuid.uuid4().hex,
-            envelope.deadline_ms(),
-        )
+        once = self._once(envelope, fingerprint, outcome, meta)
+        result = await self.store.write(CancelRequest.of(once, current.booking, current.raw, cancelled))
         return _change(result, (outcome, meta))
 
     async def reschedule(self, envelope: Envelope, args: RescheduleBooking) -> Change:
@@ -196,19 +189,9 @@ class BookingService:
             previous_start=old.start,
             previous_end=old.end,
         )
-        result = await self.store.reschedule(
-            envelope.idempotency_key,
-            fingerprint,
-            current,
-            moved,
-            outcome.model_dump_json(),
-            calendar,
-            day,
-            envelope.conversation_id,
-            now,
-            meta.model_dump_json(),
-            uuid.uuid4().hex,
-            envelope.deadline_ms(),
+        once = self._once(envelope, fingerprint, outcome, meta)
+        result = await self.store.write(
+            RescheduleRequest.of(once, old, current.raw, moved, calendar, day, envelope.conversation_id, now)
         )
         return _change(result, (outcome, meta))
 

@@ -88,7 +88,7 @@ class AvailabilityService:
         now: int,
     ) -> FreeSlots:
         offered = starts[:MAX_SLOTS] or ([] if later is None else [later])
-        refs = await self.store.record_offers(
+        refs = await self.store.offers.record_offers(
             envelope.tenant_id,
             envelope.conversation_id,
             [c.calendar_id for c in calendars],
@@ -114,7 +114,9 @@ class AvailabilityService:
         holding = [c.calendar_id for c in calendars if c.hold_seconds]
         held: dict[str, list[slots.Interval]] = {}
         if holding:
-            found = await self.store.held(envelope.tenant_id, holding, window, envelope.conversation_id, self.now())
+            found = await self.store.offers.held(
+                envelope.tenant_id, holding, window, envelope.conversation_id, self.now()
+            )
             held = dict(zip(holding, found, strict=True))
         return [
             slots.SlotQuery(cal, [*bookings, *held.get(cal.calendar_id, ())], external)

@@ -1,4 +1,4 @@
-"""Redis reads and writes of calendars, their busy time and the offers made in a conversation."""
+"""Redis reads and writes of calendars and their busy time (offers and holds: shared/offers.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 
 from services.calendar.slots import Interval
 from shared.domain import Calendar
 from shared.keys import TenantKeys
+from shared.offers import SlotHolds
 from shared.redis import as_text
+from shared.scripts import Direct, Key, Keys, Script, ScriptRequest
 
 LUA = Path(__file__).with_name("lua")
 LOOKBACK_S = 2 * 86_400
@@ -31,17 +33,55 @@ class WriteResult:
     payload: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpsertCalendar(ScriptRequest):
+    """lua/upsert_calendar.lua: a calendar created or replaced once per idempotency key."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(LUA / "upsert_calendar.lua")
+    idempotency: Key
+    calendar: Key
+    calendars: Key
+    fingerprint: str
+    calendar_json: str
+    calendar_id: str
+    ttl_s: int
+    if_created: str
+    if_replaced: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportBusy(ScriptRequest):
+    """lua/import_busy.lua: one source's imported busy blocks replaced once per idempotency key."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(LUA / "import_busy.lua")
+    idempotency: Key
+    external: Key
+    fingerprint: str
+    result: str
+    ttl_s: int
+    source: str
+    drop_before: int
+    blocks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BusySpans(ScriptRequest):
+    """lua/busy_spans.lua: the intervals of several busy sets starting in [lo, hi)."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(LUA / "busy_spans.lua")
+    busy: Keys
+    lo: int
+    hi: int
+
+
 class CalendarStore:
-    """Calendars, busy sets and offers of every tenant, in one Redis."""
+    """Calendars and busy sets of every tenant, in one Redis; `offers`, their offers and holds."""
 
     def __init__(self, redis: Redis, idempotency_ttl_s: int = 48 * 3600) -> None:
         self.redis = redis
         self.ttl = idempotency_ttl_s
-        self._upsert = redis.register_script((LUA / "upsert_calendar.lua").read_text())
-        self._import = redis.register_script((LUA / "import_busy.lua").read_text())
-        self._spans = redis.register_script((LUA / "busy_spans.lua").read_text())
-        self._offer = redis.register_script((LUA / "record_offers.lua").read_text())
-        self._held = redis.register_script((LUA / "held_spans.lua").read_text())
+        self.run = Direct(redis)
+        self.offers = SlotHolds(redis, self.run)
 
     async def get(self, tenant_id: str, calendar_id: str) -> Calendar | None:
         """One calendar, or None when the tenant has no such calendar."""
@@ -82,9 +122,18 @@ class CalendarStore:
         """Create or replace a calendar once per idempotency key; the result json depends on
         whether the calendar existed."""
         keys = TenantKeys(calendar.tenant_id)
-        out = await self._upsert(
-            keys=[keys.idempotency(key), keys.calendar(calendar.calendar_id), keys.calendars()],
-            args=[fingerprint, calendar.model_dump_json(), calendar.calendar_id, self.ttl, if_created, if_replaced],
+        out = await self.run.script(
+            UpsertCalendar(
+                idempotency=keys.idempotency(key),
+                calendar=keys.calendar(calendar.calendar_id),
+                calendars=keys.calendars(),
+                fingerprint=fingerprint,
+                calendar_json=calendar.model_dump_json(),
+                calendar_id=calendar.calendar_id,
+                ttl_s=self.ttl,
+                if_created=if_created,
+                if_replaced=if_replaced,
+            )
         )
         return _result(out)
 
@@ -101,10 +150,17 @@ class CalendarStore:
     ) -> WriteResult:
         """Replace one source's imported busy blocks once per idempotency key."""
         keys = TenantKeys(tenant_id)
-        flat: list[int] = [edge for block in blocks for edge in block]
-        out = await self._import(
-            keys=[keys.idempotency(key), keys.external_busy(calendar_id)],
-            args=[fingerprint, result_json, self.ttl, source, now - EXPIRED_S, *flat],
+        out = await self.run.script(
+            ImportBusy(
+                idempotency=keys.idempotency(key),
+                external=keys.external_busy(calendar_id),
+                fingerprint=fingerprint,
+                result=result_json,
+                ttl_s=self.ttl,
+                source=source,
+                drop_before=now - EXPIRED_S,
+                blocks=tuple(edge for block in blocks for edge in block),
+            )
         )
         return _result(out)
 
@@ -123,39 +179,9 @@ class CalendarStore:
         """
         keys = TenantKeys(tenant_id)
         names = [k for i in calendar_ids for k in (keys.calendar_bookings(i), keys.external_busy(i))]
-        texts = await self._spans(keys=names, args=[window[0] - LOOKBACK_S, window[1]])
+        texts = await self.run.script(BusySpans(busy=tuple(names), lo=window[0] - LOOKBACK_S, hi=window[1]))
         sets = [_pairs(t) for t in texts]
         return [(sets[i], sets[i + 1]) for i in range(0, len(sets), 2)]
-
-    async def held(
-        self, tenant_id: str, calendar_ids: Sequence[str], window: Interval, conversation_id: str, now: int
-    ) -> list[list[Interval]]:
-        """Per calendar, the live holds of other conversations that may touch the window."""
-        keys = TenantKeys(tenant_id)
-        texts = await self._held(
-            keys=[keys.holds(i) for i in calendar_ids], args=[window[0] - LOOKBACK_S, window[1], conversation_id, now]
-        )
-        return [_pairs(t) for t in texts]
-
-    async def record_offers(
-        self,
-        tenant_id: str,
-        conversation_id: str,
-        calendar_ids: Sequence[str],
-        starts: Sequence[int],
-        duration_s: int,
-        expires_at: int,
-    ) -> list[str]:
-        """Remember that this conversation was offered `starts` (common to `calendar_ids`, each
-        `duration_s` long) until expires_at, in one atomic step; the slots' short references, in
-        order (shared/offers.py)."""
-        if not starts:
-            return []
-        refs = await self._offer(
-            keys=[TenantKeys(tenant_id).offers(conversation_id)],
-            args=[expires_at, expires_at + 3600, ",".join(calendar_ids), duration_s, *starts],
-        )
-        return [as_text(r) for r in refs]
 
 
 def _result(out: Any) -> WriteResult:

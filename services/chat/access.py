@@ -9,6 +9,7 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
@@ -16,9 +17,9 @@ from redis.asyncio import Redis
 from shared.domain import Identifier
 from shared.keys import TenantKeys, api_key
 from shared.redis import as_text
+from shared.scripts import Direct, Key, Script, ScriptRequest
 
 KEY_PREFIX = "bk_"
-BUCKET = (Path(__file__).with_name("lua") / "token_bucket.lua").read_text()
 
 
 def digest(key: str) -> str:
@@ -74,13 +75,25 @@ class Limit:
         return max(1, self.per_minute) / 60
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakeToken(ScriptRequest):
+    """lua/token_bucket.lua: one token taken from a bucket, if it has one."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(Path(__file__).with_name("lua") / "token_bucket.lua")
+    bucket: Key
+    capacity: int
+    refill_per_s: float
+
+
 class RateLimiter:
     def __init__(self, redis: Redis) -> None:
-        self._take = redis.register_script(BUCKET)
+        self.run = Direct(redis)
 
     async def retry_after_s(self, key: str, limit: Limit) -> int:
         """0 when a token was taken; otherwise whole seconds until one is free."""
-        allowed, wait_ms = await self._take(keys=[key], args=[limit.capacity, limit.refill_per_s])
+        allowed, wait_ms = await self.run.script(
+            TakeToken(bucket=key, capacity=limit.capacity, refill_per_s=limit.refill_per_s)
+        )
         return 0 if int(allowed) else max(1, math.ceil(int(wait_ms) / 1000))
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import AwareDatetime, BaseModel, Field
 from redis.asyncio import Redis
@@ -24,8 +25,8 @@ from redis.asyncio import Redis
 from shared.keys import TenantKeys
 from shared.messages import MessageType
 from shared.redis import as_text
+from shared.scripts import Direct, Key, Script, ScriptRequest
 
-ACTION_LUA = (Path(__file__).with_name("lua") / "action.lua").read_text()
 KEEP_AFTER_S = 24 * 3600
 """How long an answered or expired action is kept, so a late approve gets a reason (409)."""
 EXECUTING_LEASE_S = 60
@@ -69,11 +70,26 @@ def new_action_id() -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoveAction(ScriptRequest):
+    """lua/action.lua: a pending action moved to a new status, once."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(Path(__file__).with_name("lua") / "action.lua")
+    action: Key
+    pending: Key
+    action_id: str
+    user_id: str
+    conversation_id: str
+    status: str
+    now: int
+    takeover_s: int
+
+
 class Approvals:
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self._move = redis.register_script(ACTION_LUA)
+        self.run = Direct(redis)
 
     async def propose(
         self, tenant_id: str, user_id: str, conversation_id: str, action: PendingAction, command: Command
@@ -133,9 +149,17 @@ class Approvals:
     async def transition(self, tenant_id: str, user_id: str, conversation_id: str, action_id: str, to: Status) -> str:
         """Move a pending action to `to` (once); 'ok' or the reason it did not move."""
         keys = TenantKeys(tenant_id)
-        result = await self._move(
-            keys=[keys.action(action_id), keys.pending_action(conversation_id)],
-            args=[action_id, user_id, conversation_id, to, int(time.time()), EXECUTING_LEASE_S],
+        result = await self.run.script(
+            MoveAction(
+                action=keys.action(action_id),
+                pending=keys.pending_action(conversation_id),
+                action_id=action_id,
+                user_id=user_id,
+                conversation_id=conversation_id,
+                status=to,
+                now=int(time.time()),
+                takeover_s=EXECUTING_LEASE_S,
+            )
         )
         return as_text(result)
 

@@ -17,7 +17,6 @@ from services.chat import facts, proposals
 from services.chat import tools as chat_tools
 from services.chat.approvals import Approvals, Command, PendingAction, StoredAction
 from services.chat.conversations import Message
-from services.chat.holds import SlotHolds
 from services.chat.state import BookingChoice, ConversationState, slot_label, when
 from services.chat.toolbus import ToolBus
 from services.chat.tools import BookMeetingCall, CancelBookingCall, ChatTool, FetchFreeSlotsCall, RescheduleBookingCall
@@ -26,6 +25,7 @@ from services.chat.views import error_view, model_view
 from shared import metrics
 from shared.domain import BookingList, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
 from shared.messages import Envelope, ErrorCode, MessageType, Reply, ToolError
+from shared.offers import SlotHolds
 from shared.tools import ListMyBookings
 
 DIRECTORY_TTL_S = 30.0

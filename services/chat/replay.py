@@ -15,12 +15,15 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.keys import TenantKeys
+from shared.scripts import Direct, Key, Script, ScriptRequest
 
 log = logging.getLogger(__name__)
 LUA = Path(__file__).with_name("lua")
@@ -66,7 +69,9 @@ class Lease:
         while True:
             await asyncio.sleep(self.cache.lease_s / 3)
             try:
-                if not await self.cache.renew(keys=[self.redis_key], args=[self.record, lease_ms]):
+                if not await self.cache.run.script(
+                    RenewLease(record=self.redis_key, owned=self.record, lease_ms=lease_ms)
+                ):
                     log.warning("idempotency lease lost: a retry took the key over")
                     return
             except RedisError as exc:  # the next renewal may get through before the lease ends
@@ -79,7 +84,26 @@ class Lease:
 
     async def abandon(self) -> None:
         """Release the key after a failure, so a retry runs again."""
-        await self.cache.release(keys=[self.redis_key], args=[self.record])
+        await self.cache.run.script(ReleaseLease(record=self.redis_key, owned=self.record))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewLease(ScriptRequest):
+    """lua/lease_renew.lua: a running request's lease extended while it still holds it."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(LUA / "lease_renew.lua")
+    record: Key
+    owned: str
+    lease_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLease(ScriptRequest):
+    """lua/lease_release.lua: a running request's claim given up, if still its own."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(LUA / "lease_release.lua")
+    record: Key
+    owned: str
 
 
 class ResponseCache:
@@ -87,8 +111,7 @@ class ResponseCache:
         self.redis = redis
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        self.renew = redis.register_script((LUA / "lease_renew.lua").read_text())
-        self.release = redis.register_script((LUA / "lease_release.lua").read_text())
+        self.run = Direct(redis)
 
     async def begin(self, tenant_id: str, scope: str, key: str, body_fingerprint: str) -> str | Lease:
         """The stored response JSON when this key was answered; else the key claimed for this

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.booking.pipeline import AutoPipeline, LuaScript, Queue
+from services.booking.pipeline import AutoPipeline
+from shared.scripts import Direct, Key, Queue, Runner, Script, ScriptRequest
 
 
 async def test_concurrent_callers_each_get_their_own_reply(redis: Redis) -> None:
@@ -38,14 +42,28 @@ async def test_a_failing_command_fails_only_its_caller(redis: Redis) -> None:
     assert await good == b"1"
 
 
-async def test_a_script_the_server_does_not_know_is_loaded_and_run(redis: Redis) -> None:
+@pytest.mark.parametrize("runner", [AutoPipeline, Direct])
+async def test_a_script_the_server_does_not_know_is_loaded_and_run(
+    redis: Redis, tmp_path: Path, runner: type[AutoPipeline | Direct]
+) -> None:
     """As after a Redis restart: EVALSHA answers NOSCRIPT, the script is loaded and run once."""
     unique = uuid.uuid4().hex  # a script text no server has seen (no global SCRIPT FLUSH needed)
-    script = LuaScript(f"-- {unique}\nreturn redis.call('INCR', KEYS[1]) + tonumber(ARGV[1])")
-    auto = AutoPipeline(redis)
-    assert await redis.script_exists(script.sha) == [False]
+    path = tmp_path / "incr.lua"
+    path.write_text(
+        f"-- {unique}\n-- KEYS[1] counter: a counter\n-- ARGV[1] by: added to its value\n"
+        "return redis.call('INCR', K.counter) + tonumber(A.by)"
+    )
 
-    first = await auto.script(script, ["counter"], [10])
-    second = await auto.script(script, ["counter"], [10])
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Incr(ScriptRequest):
+        SCRIPT: ClassVar[Script] = Script.from_file(path)
+        counter: Key
+        by: int
+
+    run: Runner = runner(redis)
+    assert await redis.script_exists(Incr.SCRIPT.sha) == [False]
+
+    first = await run.script(Incr(counter="counter", by=10))
+    second = await run.script(Incr(counter="counter", by=10))
 
     assert (first, second) == (11, 12)

@@ -70,7 +70,7 @@ async def offer(
     """Record slots as offered in a conversation, as fetch_free_slots does; their refs."""
     store, refs = CalendarStore(redis), []
     for calendar_id, start in slots:
-        refs += await store.record_offers(
+        refs += await store.offers.record_offers(
             tenant_id, conversation_id, [calendar_id], [int(start.timestamp())], 30 * 60, int(time.time()) + 3600
         )
     return refs

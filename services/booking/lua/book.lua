@@ -1,37 +1,49 @@
--- Book one slot: idempotency check, offer check, conflict check and write in ONE atomic step.
--- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
---       5 offers hash of the conversation, 6 holds set of the calendar (shared/holds.py)
--- ARGV: 1 fingerprint, 2 result json (on success), 3 core start, 4 core end,
---       5 buffer before (s), 6 buffer after (s), 7 idempotency ttl (s),
---       8 booking id, 9 user id, 10 booking json, 11 key prefix of bookings (same hash tag),
---       12 max bookings per day (0 = none), 13 local day start, 14 local day end,
---       15 offer field `calendar|start`, 16 now (epoch s), 17 change meta json, 18 attempt token,
---       19 conversation id, 20 deadline (epoch ms, 0 = none)
+-- Book one slot: idempotency, deadline, offer, conflict and hold checks and the write in ONE atomic step.
+-- The request: services/booking/scripts.py BookRequest.
+-- KEYS[1] idempotency: the command's idempotency hash (write_once.lua)
+-- KEYS[2] busy: the calendar's busy set (score start, member `end|booking_id|user_id`)
+-- KEYS[3] booking: the booking's JSON
+-- KEYS[4] user_bookings: the user's bookings set
+-- KEYS[5] offers: the conversation's offers hash (shared/offers.py)
+-- KEYS[6] holds: the calendar's holds set (shared/offers.py)
+-- ARGV[1] fingerprint: the request's fingerprint
+-- ARGV[2] attempt: this attempt's token
+-- ARGV[3] deadline_ms: the caller's deadline (epoch ms, 0 = none)
+-- ARGV[4] ttl_s: how long the idempotency record is kept
+-- ARGV[5] result: the result json stored on success
+-- ARGV[6] meta: the change meta json stored with it
+-- ARGV[7] calendar_id: the calendar
+-- ARGV[8] start: the core start (epoch s)
+-- ARGV[9] ends: the core end (epoch s)
+-- ARGV[10] buffer_before_s: the calendar's buffer before a booking
+-- ARGV[11] buffer_after_s: its buffer after
+-- ARGV[12] daily_cap: most bookings per local day (0 = none)
+-- ARGV[13] day_start: the local day's start (epoch s)
+-- ARGV[14] day_end: its end (epoch s)
+-- ARGV[15] conversation: the booking conversation (its own holds do not block it)
+-- ARGV[16] now: epoch s
+-- ARGV[17] booking_id: the new booking's id
+-- ARGV[18] user_id: its user
+-- ARGV[19] booking_json: the new booking
+-- ARGV[20] booking_prefix: the key prefix of bookings (same hash tag)
 -- Returns {status, payload, meta, sequence}:
 --   created -> result json (also when this very attempt already wrote it: a client retry);
 --   replayed -> the stored result of an earlier attempt; existing -> the caller's booking json;
 --   conflict, expired, slot_taken, held, daily_limit, not_offered, offer_expired -> ''
-local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
-if seen[1] then
-  if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
-  local status = 'replayed'
-  if seen[5] == ARGV[18] then status = 'created' end
-  return {status, seen[2], seen[3], tonumber(seen[4])}
-end
--- past its caller's deadline (the server's clock, so a late reclaim cannot apply it): nothing changes
-if past_deadline(ARGV[20]) then return {'expired', '', '', 0} end
-
+--#include write_once
+--#include offers
+local reply = answered()
+if reply then return reply end
 -- only a slot offered in this conversation, and not expired, can be booked
-local expires = redis.call('HGET', KEYS[5], ARGV[15])
-if not expires then return {'not_offered', '', '', 0} end
-if tonumber(expires) < tonumber(ARGV[16]) then return {'offer_expired', '', '', 0} end
+local why = offer_refused(K.offers, A.calendar_id, A.start, A.now)
+if why then return refused(why) end
 
-local s, e = tonumber(ARGV[3]), tonumber(ARGV[4])
-local before, after = tonumber(ARGV[5]), tonumber(ARGV[6])
+local s, e = tonumber(A.start), tonumber(A.ends)
+local before, after = tonumber(A.buffer_before_s), tonumber(A.buffer_after_s)
 -- The bookings of one calendar never overlap (this script and reschedule.lua admit none), so
 -- their ends rise with their starts: of those starting before s only the latest can reach s.
-local rows = redis.call('ZREVRANGEBYSCORE', KEYS[2], '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-local later = redis.call('ZRANGEBYSCORE', KEYS[2], s, '(' .. (e + after + before), 'WITHSCORES')
+local rows = redis.call('ZREVRANGEBYSCORE', K.busy, '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local later = redis.call('ZRANGEBYSCORE', K.busy, s, '(' .. (e + after + before), 'WITHSCORES')
 for i = 1, #later do rows[#rows + 1] = later[i] end
 for i = 1, #rows, 2 do
   local member, os = rows[i], tonumber(rows[i + 1])
@@ -39,26 +51,20 @@ for i = 1, #rows, 2 do
   oe = tonumber(oe)
   if os < e + after + before and oe + after > s - before then
     -- the same person asking again for the very same slot gets their booking back
-    if ouser == ARGV[9] and os == s and oe == e then
-      return {'existing', redis.call('GET', ARGV[11] .. oid), '', 0}
+    if ouser == A.user_id and os == s and oe == e then
+      return {'existing', redis.call('GET', A.booking_prefix .. oid), '', 0}
     end
-    return {'slot_taken', '', '', 0}
+    return refused('slot_taken')
   end
 end
 
 -- a slot another conversation holds while its user decides is not free either
-local stale = check_holds(KEYS[6], s, e, ARGV[19], tonumber(ARGV[16]))
-if not stale then return {'held', '', '', 0} end
+local stale = check_holds(K.holds, s, e, A.conversation, tonumber(A.now))
+if not stale then return refused('held') end
+if day_full(K.busy, A.day_start, A.day_end, A.daily_cap, nil) then return refused('daily_limit') end
 
-local cap = tonumber(ARGV[12])
-if cap > 0 and redis.call('ZCOUNT', KEYS[2], ARGV[13], '(' .. ARGV[14]) >= cap then
-  return {'daily_limit', '', '', 0}
-end
-
-if #stale > 0 then redis.call('ZREM', KEYS[6], unpack(stale)) end
-redis.call('ZADD', KEYS[2], s, e .. '|' .. ARGV[8] .. '|' .. ARGV[9])
-redis.call('SET', KEYS[3], ARGV[10])
-redis.call('ZADD', KEYS[4], s, ARGV[8])
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'result', ARGV[2], 'meta', ARGV[17], 'seq', 0, 'attempt', ARGV[18])
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-return {'created', ARGV[2], ARGV[17], 0}
+drop_holds(K.holds, stale)
+redis.call('ZADD', K.busy, s, e .. '|' .. A.booking_id .. '|' .. A.user_id)
+redis.call('SET', K.booking, A.booking_json)
+redis.call('ZADD', K.user_bookings, s, A.booking_id)
+return written(0)

@@ -1,24 +1,26 @@
 -- Cancel one booking atomically: idempotency, ownership and state checked with the write.
--- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
---       5 booking revision counter (iCalendar SEQUENCE)
--- ARGV: 1 fingerprint, 2 result json, 3 busy member of the booking, 4 idempotency ttl,
---       5 expected current booking json (read from the caller's own bookings), 6 cancelled booking json,
---       7 booking id, 8 change meta json, 9 attempt token, 10 deadline (epoch ms, 0 = none)
+-- The request: services/booking/scripts.py CancelRequest.
+-- KEYS[1] idempotency: the command's idempotency hash (write_once.lua)
+-- KEYS[2] busy: the calendar's busy set
+-- KEYS[3] booking: the booking's JSON
+-- KEYS[4] user_bookings: the user's bookings set
+-- KEYS[5] revision: the booking's revision counter (iCalendar SEQUENCE)
+-- ARGV[1] fingerprint: the request's fingerprint
+-- ARGV[2] attempt: this attempt's token
+-- ARGV[3] deadline_ms: the caller's deadline (epoch ms, 0 = none)
+-- ARGV[4] ttl_s: how long the idempotency record is kept
+-- ARGV[5] result: the result json stored on success
+-- ARGV[6] meta: the change meta json stored with it
+-- ARGV[7] booking_id: the booking's id
+-- ARGV[8] old_member: the booking's busy member
+-- ARGV[9] expected: the booking's current json, as the caller read it (from their own bookings)
+-- ARGV[10] cancelled: the cancelled booking's json
 -- Returns {status, payload, meta, sequence}: created | replayed | conflict | expired | changed
-local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
-if seen[1] then
-  if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
-  local status = 'replayed'
-  if seen[5] == ARGV[9] then status = 'created' end
-  return {status, seen[2], seen[3], tonumber(seen[4])}
-end
--- past its caller's deadline (the server's clock, so a late reclaim cannot apply it): nothing changes
-if past_deadline(ARGV[10]) then return {'expired', '', '', 0} end
-if redis.call('GET', KEYS[3]) ~= ARGV[5] then return {'changed', '', '', 0} end
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZREM', KEYS[4], ARGV[7])
-redis.call('SET', KEYS[3], ARGV[6])
-local seq = redis.call('INCR', KEYS[5])
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'result', ARGV[2], 'meta', ARGV[8], 'seq', seq, 'attempt', ARGV[9])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {'created', ARGV[2], ARGV[8], seq}
+--#include write_once
+local reply = answered()
+if reply then return reply end
+if redis.call('GET', K.booking) ~= A.expected then return refused('changed') end
+redis.call('ZREM', K.busy, A.old_member)
+redis.call('ZREM', K.user_bookings, A.booking_id)
+redis.call('SET', K.booking, A.cancelled)
+return written(redis.call('INCR', K.revision))

@@ -1,11 +1,19 @@
 -- Store one booking version's invitation, once: a redelivered or outdated event changes nothing.
--- KEYS: 1 invitation hash of the booking, 2 the tenant's invitations stream (outbox)
--- ARGV: 1 event id, 2 sequence, 3 content type, 4 filename, 5 .ics text, 6 outbox maxlen, 7 booking id
+-- The request: services/booking/scripts.py StoreInvitation.
+-- KEYS[1] invitation: the booking's invitation hash
+-- KEYS[2] outbox: the tenant's invitations stream
+-- ARGV[1] event_id: the event's id
+-- ARGV[2] sequence: the booking version
+-- ARGV[3] content_type: the attachment's content type
+-- ARGV[4] filename: its file name
+-- ARGV[5] text: the .ics text
+-- ARGV[6] maxlen: the outbox's approximate length cap
+-- ARGV[7] booking_id: the booking's id
 -- Returns 1 when stored (and added to the outbox), 0 when this or a later version is already there.
-local stored = redis.call('HGET', KEYS[1], 'sequence')
-if stored and tonumber(stored) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'event_id', ARGV[1], 'sequence', ARGV[2], 'content_type', ARGV[3],
-  'filename', ARGV[4], 'text', ARGV[5])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'event_id', ARGV[1], 'booking_id', ARGV[7],
-  'sequence', ARGV[2])
+local stored = redis.call('HGET', K.invitation, 'sequence')
+if stored and tonumber(stored) >= tonumber(A.sequence) then return 0 end
+redis.call('HSET', K.invitation, 'event_id', A.event_id, 'sequence', A.sequence, 'content_type', A.content_type,
+  'filename', A.filename, 'text', A.text)
+redis.call('XADD', K.outbox, 'MAXLEN', '~', A.maxlen, '*', 'event_id', A.event_id, 'booking_id', A.booking_id,
+  'sequence', A.sequence)
 return 1

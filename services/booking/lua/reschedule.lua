@@ -1,65 +1,71 @@
 -- Move one booking atomically: the new slot is taken and the old one freed in one step, or nothing changes.
--- KEYS: 1 idempotency hash, 2 calendar busy zset, 3 booking key, 4 user bookings zset,
---       5 offers hash of the conversation, 6 booking revision counter (iCalendar SEQUENCE),
---       7 holds set of the calendar (shared/holds.py)
--- ARGV: 1 fingerprint, 2 result json, 3 old busy member, 4 new core start, 5 new core end,
---       6 buffer before, 7 buffer after, 8 idempotency ttl, 9 expected current json (as read),
---       10 moved booking json, 11 booking id, 12 user id, 13 cap per day (0 none), 14 day start, 15 day end,
---       16 offer field `calendar|new start`, 17 now (epoch s), 18 change meta json, 19 attempt token,
---       20 conversation id, 21 deadline (epoch ms, 0 = none)
+-- The request: services/booking/scripts.py RescheduleRequest.
+-- KEYS[1] idempotency: the command's idempotency hash (write_once.lua)
+-- KEYS[2] busy: the calendar's busy set (score start, member `end|booking_id|user_id`)
+-- KEYS[3] booking: the booking's JSON
+-- KEYS[4] user_bookings: the user's bookings set
+-- KEYS[5] offers: the conversation's offers hash (shared/offers.py)
+-- KEYS[6] holds: the calendar's holds set (shared/offers.py)
+-- KEYS[7] revision: the booking's revision counter (iCalendar SEQUENCE)
+-- ARGV[1] fingerprint: the request's fingerprint
+-- ARGV[2] attempt: this attempt's token
+-- ARGV[3] deadline_ms: the caller's deadline (epoch ms, 0 = none)
+-- ARGV[4] ttl_s: how long the idempotency record is kept
+-- ARGV[5] result: the result json stored on success
+-- ARGV[6] meta: the change meta json stored with it
+-- ARGV[7] calendar_id: the calendar
+-- ARGV[8] start: the new core start (epoch s)
+-- ARGV[9] ends: the new core end (epoch s)
+-- ARGV[10] buffer_before_s: the calendar's buffer before a booking
+-- ARGV[11] buffer_after_s: its buffer after
+-- ARGV[12] daily_cap: most bookings per local day (0 = none)
+-- ARGV[13] day_start: the new local day's start (epoch s)
+-- ARGV[14] day_end: its end (epoch s)
+-- ARGV[15] conversation: the moving conversation (its own holds do not block it)
+-- ARGV[16] now: epoch s
+-- ARGV[17] booking_id: the booking's id
+-- ARGV[18] user_id: its user
+-- ARGV[19] old_member: the booking's current busy member
+-- ARGV[20] expected: the booking's current json, as the caller read it
+-- ARGV[21] moved: the moved booking's json
 -- Returns {status, payload, meta, sequence}:
 --   created | replayed | conflict | expired | changed | not_offered | offer_expired | slot_taken | held | daily_limit
-local seen = redis.call('HMGET', KEYS[1], 'fp', 'result', 'meta', 'seq', 'attempt')
-if seen[1] then
-  if seen[1] ~= ARGV[1] then return {'conflict', '', '', 0} end
-  local status = 'replayed'
-  if seen[5] == ARGV[19] then status = 'created' end
-  return {status, seen[2], seen[3], tonumber(seen[4])}
-end
--- past its caller's deadline (the server's clock, so a late reclaim cannot apply it): nothing changes
-if past_deadline(ARGV[21]) then return {'expired', '', '', 0} end
-if redis.call('GET', KEYS[3]) ~= ARGV[9] then return {'changed', '', '', 0} end
-local expires = redis.call('HGET', KEYS[5], ARGV[16])
-if not expires then return {'not_offered', '', '', 0} end
-if tonumber(expires) < tonumber(ARGV[17]) then return {'offer_expired', '', '', 0} end
+--#include write_once
+--#include offers
+local reply = answered()
+if reply then return reply end
+if redis.call('GET', K.booking) ~= A.expected then return refused('changed') end
+local why = offer_refused(K.offers, A.calendar_id, A.start, A.now)
+if why then return refused(why) end
 
-local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
-local before, after = tonumber(ARGV[6]), tonumber(ARGV[7])
+local s, e = tonumber(A.start), tonumber(A.ends)
+local before, after = tonumber(A.buffer_before_s), tonumber(A.buffer_after_s)
 -- Bookings of one calendar never overlap, so their ends rise with their starts: of those
 -- starting before s only the latest other than this booking can reach s.
 local rows = {}
-local earlier = redis.call('ZREVRANGEBYSCORE', KEYS[2], '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 2)
+local earlier = redis.call('ZREVRANGEBYSCORE', K.busy, '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 2)
 for i = 1, #earlier, 2 do
-  if earlier[i] ~= ARGV[3] then
+  if earlier[i] ~= A.old_member then
     rows[1], rows[2] = earlier[i], earlier[i + 1]
     break
   end
 end
-local later = redis.call('ZRANGEBYSCORE', KEYS[2], s, '(' .. (e + after + before), 'WITHSCORES')
+local later = redis.call('ZRANGEBYSCORE', K.busy, s, '(' .. (e + after + before), 'WITHSCORES')
 for i = 1, #later do rows[#rows + 1] = later[i] end
 for i = 1, #rows, 2 do
   local member, os = rows[i], tonumber(rows[i + 1])
-  if member ~= ARGV[3] then
+  if member ~= A.old_member then
     local oe = tonumber(string.match(member, '^(%d+)|'))
-    if os < e + after + before and oe + after > s - before then return {'slot_taken', '', '', 0} end
+    if os < e + after + before and oe + after > s - before then return refused('slot_taken') end
   end
 end
-local stale = check_holds(KEYS[7], s, e, ARGV[20], tonumber(ARGV[17]))
-if not stale then return {'held', '', '', 0} end
-local cap = tonumber(ARGV[13])
-if cap > 0 then
-  local n = redis.call('ZCOUNT', KEYS[2], ARGV[14], '(' .. ARGV[15])
-  local old_start = redis.call('ZSCORE', KEYS[2], ARGV[3])
-  if old_start and tonumber(old_start) >= tonumber(ARGV[14]) and tonumber(old_start) < tonumber(ARGV[15]) then n = n - 1 end
-  if n >= cap then return {'daily_limit', '', '', 0} end
-end
+local stale = check_holds(K.holds, s, e, A.conversation, tonumber(A.now))
+if not stale then return refused('held') end
+if day_full(K.busy, A.day_start, A.day_end, A.daily_cap, A.old_member) then return refused('daily_limit') end
 
-if #stale > 0 then redis.call('ZREM', KEYS[7], unpack(stale)) end
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[2], s, e .. '|' .. ARGV[11] .. '|' .. ARGV[12])
-redis.call('ZADD', KEYS[4], s, ARGV[11])
-redis.call('SET', KEYS[3], ARGV[10])
-local seq = redis.call('INCR', KEYS[6])
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'result', ARGV[2], 'meta', ARGV[18], 'seq', seq, 'attempt', ARGV[19])
-redis.call('EXPIRE', KEYS[1], ARGV[8])
-return {'created', ARGV[2], ARGV[18], seq}
+drop_holds(K.holds, stale)
+redis.call('ZREM', K.busy, A.old_member)
+redis.call('ZADD', K.busy, s, e .. '|' .. A.booking_id .. '|' .. A.user_id)
+redis.call('ZADD', K.user_bookings, s, A.booking_id)
+redis.call('SET', K.booking, A.moved)
+return written(redis.call('INCR', K.revision))

@@ -1,17 +1,24 @@
 -- Create or replace one calendar, with its idempotency record, in ONE atomic step.
--- KEYS: 1 idempotency hash, 2 calendar key, 3 tenant's calendar-id set
--- ARGV: 1 fingerprint, 2 calendar json, 3 calendar id, 4 idempotency ttl (s),
---       5 result json if the calendar is new, 6 result json if it replaced one
+-- The request: services/calendar/store.py UpsertCalendar.
+-- KEYS[1] idempotency: the command's idempotency hash
+-- KEYS[2] calendar: the calendar's json
+-- KEYS[3] calendars: the tenant's calendar-id set
+-- ARGV[1] fingerprint: the request's fingerprint
+-- ARGV[2] calendar_json: the calendar
+-- ARGV[3] calendar_id: its id
+-- ARGV[4] ttl_s: how long the idempotency record is kept
+-- ARGV[5] if_created: the result json if the calendar is new
+-- ARGV[6] if_replaced: the result json if it replaced one
 -- Returns {status, payload}: created -> result json; replayed -> stored result; conflict -> ''
-local seen = redis.call('HMGET', KEYS[1], 'fp', 'result')
+local seen = redis.call('HMGET', K.idempotency, 'fp', 'result')
 if seen[1] then
-  if seen[1] ~= ARGV[1] then return {'conflict', ''} end
+  if seen[1] ~= A.fingerprint then return {'conflict', ''} end
   return {'replayed', seen[2]}
 end
-local result = ARGV[5]
-if redis.call('EXISTS', KEYS[2]) == 1 then result = ARGV[6] end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'result', result)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+local result = A.if_created
+if redis.call('EXISTS', K.calendar) == 1 then result = A.if_replaced end
+redis.call('SET', K.calendar, A.calendar_json)
+redis.call('SADD', K.calendars, A.calendar_id)
+redis.call('HSET', K.idempotency, 'fp', A.fingerprint, 'result', result)
+redis.call('EXPIRE', K.idempotency, A.ttl_s)
 return {'created', result}
