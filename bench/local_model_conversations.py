@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,13 +30,14 @@ import httpx
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.private_redis import private_redis
 from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from services.chat.api import create_app
 from services.demo import DemoResult, run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
+from testkit.redis_server import private_redis
+from testkit.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,19 +65,13 @@ async def usage(http: httpx.AsyncClient) -> Usage:
     return Usage(int(values.get("calls", 0)), int(values.get("prompt", 0)), int(values.get("completion", 0)))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def model_server(url: str | None) -> Iterator[str]:
     """`url`, or a fresh `python -m services.model` on a free port, once it is healthy."""
     if url:
         yield url.removesuffix("/v1")
         return
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MODEL_HOST": "127.0.0.1", "MODEL_PORT": str(port)}
     child = subprocess.Popen(
         [sys.executable, "-m", "services.model"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -18,8 +18,8 @@ from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from services.chat.api import create_app
 from shared.settings import Settings
-from tests.support.redis_server import redis_base_url
-from tests.support.scripted_model import ScriptedModel
+from testkit.redis_server import redis_base_url
+from testkit.scripted_model import ScriptedModel
 
 # One logical database per test process (flushed around every test), so two test runs on one
 # machine rarely share one; REDIS_TEST_DB pins it.

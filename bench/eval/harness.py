@@ -70,7 +70,7 @@ class Endpoint:
 
 
 class ScriptServer(Protocol):
-    """The scripted OpenAI-compatible server (tests/support/scripted_model.py)."""
+    """The scripted OpenAI-compatible server (testkit/scripted_model.py)."""
 
     base_url: str
     steps: list[Callable[[dict[str, Any]], dict[str, Any]]]
@@ -366,7 +366,7 @@ class Harness:
             return None
         if self.script is not None:
             if self._user_script is None:
-                from tests.support.scripted_model import ScriptedModel  # offline mode only
+                from testkit.scripted_model import ScriptedModel  # offline mode only
 
                 self._user_script = ScriptedModel()
                 await self._user_script.start()

@@ -1,7 +1,7 @@
 """A scenario's `scripted_model` steps as answers of an OpenAI-compatible model.
 
 Each step is a function of the chat-completions request body (so it can read the enums the
-chat offered) returning one assistant message, as tests/support/scripted_model.py serves them.
+chat offered) returning one assistant message, as testkit/scripted_model.py serves them.
 
 Step forms (YAML), every string rendered with the scenario's `{{name}}` templates:
 

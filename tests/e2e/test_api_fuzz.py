@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from services.chat.api import create_app
+from testkit.live_system import live_system
 from tests.conftest import TEST_DATABASE, make_settings
-from tests.support.live_system import live_system
 
 schemathesis = pytest.importorskip("schemathesis")
 

@@ -17,6 +17,9 @@ from services.chat.api import create_app, scope_conversation
 from services.chat.loop import UNAVAILABLE
 from shared.keys import TenantKeys
 from shared.settings import Settings
+from testkit.calendar_days import at, next_weekday
+from testkit.scripted_model import ScriptedModel, call, calls, say
+from testkit.serving import serving
 from tests.conftest import System, make_settings
 from tests.e2e.flows import (
     answer,
@@ -29,9 +32,6 @@ from tests.e2e.flows import (
     stored_bookings,
     tool_errors,
 )
-from tests.support.calendar_days import at, next_weekday
-from tests.support.scripted_model import ScriptedModel, call, calls, say
-from tests.support.serving import serving
 
 
 async def no_confirmation_for_dr_lee(system: System) -> None:

@@ -19,9 +19,9 @@ from services.chat.guards import find_leaks
 from services.demo import run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
+from testkit.serving import serving
 from tests.conftest import make_settings
 from tests.model.conftest import shared_local_model
-from tests.support.serving import serving
 
 pytestmark = pytest.mark.local_model
 

@@ -15,6 +15,9 @@ import httpx
 from services.chat.api import create_app
 from shared.keys import TenantKeys
 from shared.settings import Settings
+from testkit.calendar_days import BERLIN, next_weekday
+from testkit.scripted_model import call
+from testkit.serving import serving
 from tests.conftest import System
 from tests.e2e.flows import (
     answer,
@@ -29,9 +32,6 @@ from tests.e2e.flows import (
     stored_bookings,
     tool_errors,
 )
-from tests.support.calendar_days import BERLIN, next_weekday
-from tests.support.scripted_model import call
-from tests.support.serving import serving
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T|[+-]\d{2}:\d{2}\b|UTC")
 

@@ -11,10 +11,10 @@ import pytest
 from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from shared.settings import Settings
+from testkit.calendar_days import next_weekday
+from testkit.scripted_model import ScriptedModel, call
 from tests.conftest import System, make_settings
 from tests.e2e.flows import book, fetch, offered_tools, stored_bookings
-from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import ScriptedModel, call
 
 
 @pytest.fixture

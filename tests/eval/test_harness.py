@@ -15,7 +15,7 @@ from bench.eval import __main__ as cli
 from bench.eval import report, scenario
 from bench.eval.harness import ForeignDatabaseError, Harness, RunResult
 from bench.eval.scenario import Scenario, ScriptedModel
-from tests.support.scripted_model import ScriptedModel as ScriptedServer
+from testkit.scripted_model import ScriptedModel as ScriptedServer
 
 TOKENS_PER_CALL = 15  # the scripted server reports 10 prompt + 5 completion tokens per answer
 

@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,8 +28,9 @@ from shared.logs import JsonFormatter
 from shared.messages import Envelope, Reply
 from shared.settings import Settings
 from shared.worker import Handled, StreamWorker
+from testkit.booking_data import Replies, book_payload, command, offer, publish, put_rooms, slot_at
+from testkit.serving import free_port
 from tests.conftest import make_settings
-from tests.support.booking_data import Replies, book_payload, command, offer, publish, put_rooms, slot_at
 
 log = logging.getLogger(__name__)
 NO_MODEL = "http://127.0.0.1:9/v1"  # workers never call the model
@@ -43,12 +43,6 @@ def sample(name: str, **labels: str) -> float:
 
 def handled(stream: str, outcome: str) -> float:
     return sample("booking_stream_messages_total", stream=stream, outcome=outcome)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float = 15.0) -> None:

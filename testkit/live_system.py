@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from services.chat.api import create_app
-from tests.support.scripted_model import ScriptedModel
+from testkit.scripted_model import ScriptedModel
 
 
 @contextmanager
