@@ -27,17 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.booking.app import build as build_booking
-from services.calendar.app import build as build_calendar
-from services.chat.api import create_app
 from services.demo import DemoResult, run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
 from testkit.redis_server import private_redis
 from testkit.serving import free_port
+from testkit.system import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,22 +107,12 @@ async def services(redis_url: str, model_base: str) -> AsyncIterator[httpx.Async
         model_allowed_tools=True,
         model_warmup=True,
     )
-    _, calendar_app = build_calendar(settings)
-    _, booking_app = build_booking(settings)
-    async with calendar_app, booking_app:
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as http:
-            started = time.perf_counter()
-            while (await http.get("/readyz")).status_code != 200:  # the prompt's prefix is warm
-                await asyncio.sleep(0.5)
-            print(f"chat ready (model prompt warm) after {time.perf_counter() - started:.1f} s", flush=True)
-            yield http
-        server.should_exit = True
-        await task
+    async with launch(settings) as system, httpx.AsyncClient(base_url=system.url, timeout=900) as http:
+        started = time.perf_counter()
+        while (await http.get("/readyz")).status_code != 200:  # the prompt's prefix is warm
+            await asyncio.sleep(0.5)
+        print(f"chat ready (model prompt warm) after {time.perf_counter() - started:.1f} s", flush=True)
+        yield http
 
 
 def _row(i: int, result: DemoResult, used: Usage, seconds: float) -> str:

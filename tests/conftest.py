@@ -3,23 +3,18 @@ server, and the whole system (both workers and the chat API) started in-process.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
-from services.booking.app import build as build_booking
-from services.calendar.app import build as build_calendar
-from services.chat.api import create_app
 from shared.settings import Settings
 from testkit.redis_server import redis_base_url
 from testkit.scripted_model import ScriptedModel
+from testkit.system import launch, make_settings, running_workers
 
 # One logical database per test process (flushed around every test), so two test runs on one
 # machine rarely share one; REDIS_TEST_DB pins it.
@@ -59,23 +54,6 @@ async def model() -> AsyncIterator[ScriptedModel]:
     await server.stop()
 
 
-def make_settings(redis_url: str, model_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "redis_url": redis_url,
-        "openai_base_url": model_url,
-        "openai_api_key": "test",
-        "openai_model": "scripted",
-        "openai_max_retries": 0,
-        "instance_id": f"test-{uuid.uuid4().hex[:8]}",
-        "block_ms": 100,
-        "tool_timeout_s": 5.0,
-        "visibility_timeout_ms": 2_000,
-        "ics_organizer": "appointments@clinic.test",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @dataclass
 class System:
     settings: Settings
@@ -99,21 +77,12 @@ async def settings(redis_url: str, model: ScriptedModel) -> Settings:
 @pytest.fixture
 async def workers(settings: Settings) -> AsyncIterator[None]:
     """One calendar and one booking worker, as in production but in this process."""
-    _, calendar_app = build_calendar(settings)
-    _, booking_app = build_booking(settings)
-    async with calendar_app, booking_app:
+    async with running_workers(settings):
         yield
 
 
 @pytest.fixture
-async def system(settings: Settings, workers: None, model: ScriptedModel, redis: Redis) -> AsyncIterator[System]:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-        yield System(settings, http, model, redis)
-    server.should_exit = True
-    await task
+async def system(settings: Settings, workers: None, model: ScriptedModel) -> AsyncIterator[System]:
+    """The chat API beside the `workers` (a module may override which run)."""
+    async with launch(settings, workers=()) as running, httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        yield System(settings, http, model, running.redis)

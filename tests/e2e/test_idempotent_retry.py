@@ -22,8 +22,9 @@ from shared.keys import TenantKeys
 from shared.settings import Settings
 from testkit.scripted_model import ScriptedModel
 from testkit.serving import free_port
+from testkit.system import make_settings
 from testkit.worker_processes import WorkerProcess
-from tests.conftest import System, make_settings
+from tests.conftest import System
 from tests.e2e.flows import answer
 
 LEASE_S = 2.0

@@ -15,7 +15,8 @@ from shared.domain import Calendar, TimeRange
 from shared.settings import Settings
 from testkit.calendar_days import BERLIN, at, next_weekday
 from testkit.scripted_model import ScriptedModel, call
-from tests.conftest import System, make_settings
+from testkit.system import make_settings
+from tests.conftest import System
 from tests.e2e.flows import answer, book, decide, enum_of, fetch, offered_tools, stored_bookings, tool_errors
 
 
