@@ -37,7 +37,7 @@ def redis_base_url() -> Iterator[str | None]:
         yield local
         return
     try:
-        from testcontainers.community.redis import RedisContainer  # type: ignore[import-not-found]
+        from testcontainers.community.redis import RedisContainer
     except ImportError:
         from testcontainers.redis import RedisContainer
     try:

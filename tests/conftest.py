@@ -1,10 +1,9 @@
-"""Fixtures: a real Redis (fresh logical DB per test, flushed after), the scripted model
-server, and the whole system (both workers and the chat API) started in-process."""
+"""Fixtures: the settings of a system under test, its workers and the whole system (both workers
+and the chat API) started in-process. Redis and the scripted model come from testkit/fixtures.py."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -12,46 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from testkit.redis_server import redis_base_url
 from testkit.scripted_model import ScriptedModel
 from testkit.system import launch, make_settings, running_workers
-
-# One logical database per test process (flushed around every test), so two test runs on one
-# machine rarely share one; REDIS_TEST_DB pins it.
-TEST_DATABASE = int(os.environ.get("REDIS_TEST_DB", 1 + os.getpid() % 15))
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    with redis_base_url() as url:
-        if url is None:
-            pytest.skip("no Redis: set REDIS_URL, run one on 127.0.0.1:6379, or start a Docker engine")
-        yield url
-
-
-@pytest.fixture
-async def redis_url(redis_server: str) -> AsyncIterator[str]:
-    url = f"{redis_server}/{TEST_DATABASE}"
-    client = Redis.from_url(url)
-    await client.flushdb()
-    yield url
-    await client.flushdb()
-    await client.aclose()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ScriptedModel]:
-    server = ScriptedModel()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @dataclass

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from services.chat.api import create_app
+from testkit.fixtures import TEST_DATABASE
 from testkit.system import launched_in_thread, make_settings
-from tests.conftest import TEST_DATABASE
 
 schemathesis = pytest.importorskip("schemathesis")
 
