@@ -125,3 +125,10 @@ class ScriptedModel:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+
+    async def __aenter__(self) -> ScriptedModel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

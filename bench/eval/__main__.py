@@ -113,9 +113,7 @@ async def main(args: argparse.Namespace) -> int:
         if args.scripted:
             from testkit.scripted_model import ScriptedModel
 
-            model = ScriptedModel()
-            await model.start()
-            stack.push_async_callback(model.stop)
+            model = await stack.enter_async_context(ScriptedModel())
             harness = Harness(redis_url, script=model, force_flush=args.force_flush)
         else:
             endpoint = Endpoint(args.base_url, args.model, args.api_key, args.temperature)

@@ -343,9 +343,7 @@ class Harness:
             if self._user_script is None:
                 from testkit.scripted_model import ScriptedModel  # offline mode only
 
-                self._user_script = ScriptedModel()
-                await self._user_script.start()
-                self._stack.push_async_callback(self._user_script.stop)
+                self._user_script = await self._stack.enter_async_context(ScriptedModel())
             self._user_script.steps.clear()
             lines = scenario.scripted_model.user if scenario.scripted_model else []
             self._user_script.script(*scripted.steps([{"text": line} for line in lines], ctx))
