@@ -29,8 +29,8 @@ test-local-model: install
 	$(BIN)/pytest -q -m local_model
 
 lint: install
-	$(BIN)/ruff check services shared tests bench
-	$(BIN)/ruff format --check services shared tests bench
+	$(BIN)/ruff check services shared testkit tests bench conftest.py
+	$(BIN)/ruff format --check services shared testkit tests bench conftest.py
 	$(BIN)/mypy
 
 # run by hand, each prints a table (the local-model ones need scripts/install_local_model.sh)

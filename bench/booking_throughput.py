@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bench import plain_booking
-from bench.private_redis import private_redis
 from shared import streams
 from shared.messages import Envelope
-from tests.support.booking_data import Replies as _Replies
-from tests.support.booking_data import book_payload, command, offer, publish, put_rooms, slot_at
-from tests.support.worker_processes import ROOT, WorkerProcess
+from testkit.booking_data import Replies as _Replies
+from testkit.booking_data import book_payload, command, offer, publish, put_rooms, slot_at
+from testkit.redis_server import private_redis
+from testkit.worker_processes import ROOT, WorkerProcess
 
 ROOMS = 20
 GOAL_PER_S = 2_000

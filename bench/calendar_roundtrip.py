@@ -24,14 +24,14 @@ from typing import Any
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
-from bench.private_redis import private_redis
 from services.calendar.store import CalendarStore
 from services.chat.toolbus import ToolBus
 from shared import streams
 from shared.domain import BusyImported, Calendar, FreeSlots, TimeRange
 from shared.keys import TenantKeys
 from shared.messages import Envelope, MessageType
-from tests.support.worker_processes import WorkerProcess
+from testkit.redis_server import private_redis
+from testkit.worker_processes import WorkerProcess
 
 TENANT = "bench"
 ZONES = ("Europe/Berlin", "America/New_York", "Europe/London")

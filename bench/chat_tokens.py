@@ -110,17 +110,15 @@ async def main(args: argparse.Namespace) -> int:
     scenarios = scenario.load(args.scenarios)
     async with AsyncExitStack() as stack:
         if args.private_redis:
-            from bench.private_redis import private_redis
+            from testkit.redis_server import private_redis
 
             redis_url = stack.enter_context(private_redis(None))
         else:
             redis_url = _redis_url(args.redis_url, args.redis_db)
         if args.scripted:
-            from tests.support.scripted_model import ScriptedModel
+            from testkit.scripted_model import ScriptedModel
 
-            model = ScriptedModel()
-            await model.start()
-            stack.push_async_callback(model.stop)
+            model = await stack.enter_async_context(ScriptedModel())
             harness = Harness(redis_url, script=model)
         else:
             harness = Harness(redis_url, endpoint=Endpoint(args.base_url, args.model, args.api_key))

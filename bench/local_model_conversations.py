@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.private_redis import private_redis
-from services.booking.app import build as build_booking
-from services.calendar.app import build as build_calendar
-from services.chat.api import create_app
 from services.demo import DemoResult, run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
+from testkit.redis_server import private_redis
+from testkit.serving import free_port
+from testkit.system import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,19 +62,13 @@ async def usage(http: httpx.AsyncClient) -> Usage:
     return Usage(int(values.get("calls", 0)), int(values.get("prompt", 0)), int(values.get("completion", 0)))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def model_server(url: str | None) -> Iterator[str]:
     """`url`, or a fresh `python -m services.model` on a free port, once it is healthy."""
     if url:
         yield url.removesuffix("/v1")
         return
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MODEL_HOST": "127.0.0.1", "MODEL_PORT": str(port)}
     child = subprocess.Popen(
         [sys.executable, "-m", "services.model"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -116,22 +107,12 @@ async def services(redis_url: str, model_base: str) -> AsyncIterator[httpx.Async
         model_allowed_tools=True,
         model_warmup=True,
     )
-    _, calendar_app = build_calendar(settings)
-    _, booking_app = build_booking(settings)
-    async with calendar_app, booking_app:
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as http:
-            started = time.perf_counter()
-            while (await http.get("/readyz")).status_code != 200:  # the prompt's prefix is warm
-                await asyncio.sleep(0.5)
-            print(f"chat ready (model prompt warm) after {time.perf_counter() - started:.1f} s", flush=True)
-            yield http
-        server.should_exit = True
-        await task
+    async with launch(settings) as system, httpx.AsyncClient(base_url=system.url, timeout=900) as http:
+        started = time.perf_counter()
+        while (await http.get("/readyz")).status_code != 200:  # the prompt's prefix is warm
+            await asyncio.sleep(0.5)
+        print(f"chat ready (model prompt warm) after {time.perf_counter() - started:.1f} s", flush=True)
+        yield http
 
 
 def _row(i: int, result: DemoResult, used: Usage, seconds: float) -> str:

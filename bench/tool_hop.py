@@ -23,13 +23,13 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from bench.private_redis import private_redis
 from services.chat.toolbus import ToolBus
 from shared import streams
 from shared.messages import Envelope
 from shared.redis import connect
-from tests.support.booking_data import book_payload, first_slot, offer, publish, put_rooms
-from tests.support.worker_processes import ROOT, WorkerProcess
+from testkit.booking_data import book_payload, first_slot, offer, publish, put_rooms
+from testkit.redis_server import private_redis
+from testkit.worker_processes import ROOT, WorkerProcess
 
 ECHO_STREAM = "bench.echo"
 ECHO_GROUP = "echo"

@@ -1,7 +1,7 @@
 """Runs scenarios through the real services and scores each run.
 
 Per run: flush the harness's Redis database, seed the scenario's calendars, start a calendar
-worker, a booking worker and the chat API in this process (as tests/conftest.py does), create
+worker, a booking worker and the chat API in this process (testkit/system.py), create
 the fixture bookings through the booking worker, play the user's turns over HTTP, then read
 the end state (bookings, stored conversation) from Redis and check it. The chat reaches the
 model through a counting proxy (bench/eval/proxy.py), which yields tokens and round trips.
@@ -9,7 +9,6 @@ model through a counting proxy (bench/eval/proxy.py), which yields tokens and ro
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -23,7 +22,6 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
-import uvicorn
 from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
@@ -33,11 +31,8 @@ from bench.eval import checks, judge, scripted
 from bench.eval.proxy import CountingProxy
 from bench.eval.scenario import TENANT, Context, FixtureBooking, Scenario, context_for, fixture_calendars
 from bench.eval.user import UserModel
-from services.booking.app import build as build_booking
-from services.calendar.app import build as build_calendar
 from services.calendar.store import CalendarStore
 from services.chat import tools as chat_tools
-from services.chat.api import create_app
 from services.chat.facts import UNAVAILABLE
 from services.chat.toolbus import ToolBus
 from shared.domain import Booking
@@ -45,6 +40,7 @@ from shared.keys import TenantKeys
 from shared.messages import Envelope
 from shared.settings import Settings
 from shared.tools import BookMeeting
+from testkit.system import launch
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +66,7 @@ class Endpoint:
 
 
 class ScriptServer(Protocol):
-    """The scripted OpenAI-compatible server (tests/support/scripted_model.py)."""
+    """The scripted OpenAI-compatible server (testkit/scripted_model.py)."""
 
     base_url: str
     steps: list[Callable[[dict[str, Any]], dict[str, Any]]]
@@ -162,27 +158,6 @@ def _settings(redis_url: str, model_url: str, endpoint: Endpoint, scripted_mode:
     }
     known = Settings.model_fields
     return Settings(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def running_system(settings: Settings) -> AsyncIterator[str]:
-    """Calendar and booking workers and the chat API in this process; yields the chat's URL."""
-    _, calendar_app = build_calendar(settings)
-    _, booking_app = build_booking(settings)
-    async with calendar_app, booking_app:
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("the chat API did not start")
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            await task
 
 
 class Harness:
@@ -279,9 +254,9 @@ class Harness:
         conversation = f"eval-{uuid.uuid4().hex[:8]}"
         async with (
             _closing(user),
-            running_system(settings) as chat_url,
+            launch(settings) as system,
             self._fixture_bus() as book_for,
-            httpx.AsyncClient(base_url=chat_url, timeout=settings.openai_timeout_s * 4) as http,
+            httpx.AsyncClient(base_url=system.url, timeout=settings.openai_timeout_s * 4) as http,
         ):
             for booking in scenario.fixture.bookings:
                 ids[booking.id] = await book_for(booking, ctx)
@@ -366,11 +341,9 @@ class Harness:
             return None
         if self.script is not None:
             if self._user_script is None:
-                from tests.support.scripted_model import ScriptedModel  # offline mode only
+                from testkit.scripted_model import ScriptedModel  # offline mode only
 
-                self._user_script = ScriptedModel()
-                await self._user_script.start()
-                self._stack.push_async_callback(self._user_script.stop)
+                self._user_script = await self._stack.enter_async_context(ScriptedModel())
             self._user_script.steps.clear()
             lines = scenario.scripted_model.user if scenario.scripted_model else []
             self._user_script.script(*scripted.steps([{"text": line} for line in lines], ctx))

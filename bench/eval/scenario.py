@@ -122,7 +122,9 @@ class Expect(_Strict):
     """Other people's data: any reply holding one is a privacy leak."""
 
 
-class ScriptedModel(_Strict):
+class ScenarioScript(_Strict):
+    """What a correct model (and the simulated user) would say in this scenario, played offline."""
+
     assistant: list[list[dict[str, Any]]] = Field(default_factory=list)
     """Steps of a correct model, one list per user turn (see bench/eval/scripted.py)."""
     user: list[str] = Field(default_factory=list)
@@ -145,7 +147,7 @@ class Scenario(_Strict):
     turns: list[UserTurn] = Field(default_factory=list)
     simulated_user: SimulatedUser | None = None
     expect: Expect = Field(default_factory=Expect)
-    scripted_model: ScriptedModel | None = None
+    scripted_model: ScenarioScript | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """A scenario's `scripted_model` steps as answers of an OpenAI-compatible model.
 
 Each step is a function of the chat-completions request body (so it can read the enums the
-chat offered) returning one assistant message, as tests/support/scripted_model.py serves them.
+chat offered) returning one assistant message, as testkit/scripted_model.py serves them.
 
 Step forms (YAML), every string rendered with the scenario's `{{name}}` templates:
 
@@ -26,23 +26,13 @@ moment in its calendar's zone (so a step fails loudly if the chat did not offer 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 from bench.eval.scenario import Context, show
+from services.chat.conversations import Message
+from testkit.scripted_model import Step, tool_call
 
 Request = dict[str, Any]
-Message = dict[str, Any]
-Step = Callable[[Request], Message]
-
-
-def _tool_call(name: str, arguments: Any) -> dict[str, Any]:
-    return {
-        "id": f"call_{uuid.uuid4().hex[:12]}",
-        "type": "function",
-        "function": {"name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
-    }
 
 
 def _calls(*calls: dict[str, Any]) -> Message:
@@ -132,13 +122,13 @@ def step(spec: dict[str, Any], ctx: Context) -> Step:
         reading = {"time_named": None, "emails_named": [], "name_given": None, "answer": answer}
         return lambda _req: {"role": "assistant", "content": json.dumps(reading)}
     if kind in TOOL_STEPS:
-        return lambda req: _calls(_tool_call(*_arguments(kind, body or {}, ctx, req)))
+        return lambda req: _calls(tool_call(*_arguments(kind, body or {}, ctx, req)))
     if kind == "parallel":
         parts = [dict(s) for s in body]
         for part in parts:
             if len(part) != 1 or next(iter(part)) not in TOOL_STEPS:
                 raise ValueError("`parallel` holds tool-call steps only")
-        return lambda req: _calls(*(_tool_call(*_arguments(k, b or {}, ctx, req)) for p in parts for k, b in p.items()))
+        return lambda req: _calls(*(tool_call(*_arguments(k, b or {}, ctx, req)) for p in parts for k, b in p.items()))
     raise ValueError(f"unknown scripted step {kind!r}")
 
 

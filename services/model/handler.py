@@ -21,9 +21,9 @@ from services.model.schemas import (
     ChatCompletionRequest,
     Choice,
     FinishReason,
-    Message,
     NamedFunction,
     NamedToolChoice,
+    RequestMessage,
     ResponseMessage,
     Tool,
     ToolCall,
@@ -82,7 +82,7 @@ class Guards:
     narration: bool = True
 
 
-def answered_calls(messages: Sequence[Message]) -> tuple[tuple[str, Any], ...]:
+def answered_calls(messages: Sequence[RequestMessage]) -> tuple[tuple[str, Any], ...]:
     """(name, arguments) of the assistant's last calls, if tool results end the chat."""
     i = len(messages) - 1
     while i >= 0 and messages[i].role in ("tool", "function"):

@@ -18,7 +18,7 @@ class OutputError(ValueError):
 
 
 @dataclass(frozen=True)
-class Reply:
+class ParsedOutput:
     """Either `content` (a text reply) or `tool_call`, never both."""
 
     content: str | None = None
@@ -69,8 +69,8 @@ def parse_tool_call(text: str, known: frozenset[str] | None = None) -> ToolCall:
     )
 
 
-def parse(text: str, *, bare_calls: bool = True, known: frozenset[str] | None = None) -> Reply:
+def parse(text: str, *, bare_calls: bool = True, known: frozenset[str] | None = None) -> ParsedOutput:
     """A complete output: a tool call (see `is_tool_call`), else a text reply."""
     if is_tool_call(text, bare_calls=bare_calls):
-        return Reply(tool_call=parse_tool_call(text, known))
-    return Reply(content=text.strip())
+        return ParsedOutput(tool_call=parse_tool_call(text, known))
+    return ParsedOutput(content=text.strip())

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from services.model.schemas import Message, Tool, ToolCall
+from services.model.schemas import RequestMessage, Tool, ToolCall
 
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 TOOL_CALL_OPEN = "<tool_call>"
@@ -123,12 +123,12 @@ def _arguments(call: ToolCall) -> Any:
         raise PromptError(f"tool call {call.id} has arguments that are not valid JSON: {exc.msg}") from exc
 
 
-def _system_text(messages: Sequence[Message]) -> str:
+def _system_text(messages: Sequence[RequestMessage]) -> str:
     return messages[0].text() if messages[0].role in ("system", "developer") else DEFAULT_SYSTEM
 
 
 def render(
-    messages: Sequence[Message],
+    messages: Sequence[RequestMessage],
     tools: Sequence[Tool] = (),
     *,
     json_schema: dict[str, Any] | None = None,

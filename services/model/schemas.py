@@ -42,7 +42,7 @@ class ContentPart(_Lenient):
     text: str | None = None
 
 
-class Message(_Lenient):
+class RequestMessage(_Lenient):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -50,7 +50,7 @@ class Message(_Lenient):
     tool_call_id: str | None = None
 
     @model_validator(mode="after")
-    def _content_present(self) -> Message:
+    def _content_present(self) -> RequestMessage:
         if self.role != "assistant" and self.content is None:
             raise ValueError(f"a {self.role} message needs content")
         if self.role == "assistant" and self.content is None and not self.tool_calls:
@@ -120,7 +120,7 @@ class StreamOptions(_Lenient):
 
 class ChatCompletionRequest(_Lenient):
     model: str = ""
-    messages: list[Message] = Field(min_length=1)
+    messages: list[RequestMessage] = Field(min_length=1)
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

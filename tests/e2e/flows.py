@@ -9,8 +9,8 @@ from typing import Any
 
 from shared.domain import Booking
 from shared.keys import TenantKeys
+from testkit.scripted_model import Step, call
 from tests.conftest import System
-from tests.support.scripted_model import Step, call
 
 
 def fetch(

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from services.chat.api import create_app
-from tests.conftest import TEST_DATABASE, make_settings
-from tests.support.live_system import live_system
+from testkit.fixtures import TEST_DATABASE
+from testkit.system import launched_in_thread, make_settings
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -18,7 +18,7 @@ schema = schemathesis.openapi.from_dict(create_app(make_settings("redis://unused
 
 @pytest.fixture(scope="module")
 def live_url(redis_server: str) -> Iterator[str]:
-    with live_system(f"{redis_server}/{TEST_DATABASE}", tool_timeout_s=2.0) as url:
+    with launched_in_thread(f"{redis_server}/{TEST_DATABASE}", tool_timeout_s=2.0) as url:
         yield url
 
 

@@ -9,10 +9,11 @@ import pytest
 
 from services.chat.guards import find_leaks
 from shared.settings import Settings
-from tests.conftest import System, make_settings
+from testkit.calendar_days import at, next_weekday
+from testkit.scripted_model import ScriptedModel, call, say
+from testkit.system import make_settings
+from tests.conftest import System
 from tests.e2e.flows import answer, book, fetch, stored_bookings, tool_errors
-from tests.support.calendar_days import at, next_weekday
-from tests.support.scripted_model import ScriptedModel, call, say
 
 LEAKS = ("BOOKING_CONFIRMATION", "{", "book_meeting", "fetch_free_slots", "calendar_id", "dr-lee")
 

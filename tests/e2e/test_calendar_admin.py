@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 
 from services.chat.access import ApiKeys
+from testkit.calendar_days import at, next_weekday
 from tests.conftest import System
 from tests.e2e.flows import answer, enum_of, fetch
-from tests.support.calendar_days import at, next_weekday
 
 ROOM = {
     "calendar_id": "room-7",

@@ -13,12 +13,14 @@ import pytest
 
 from services.calendar.store import CalendarStore
 from services.chat.access import ApiKeys
-from services.chat.api import create_app
 from services.chat.deps import scope_conversation
 from services.chat.facts import UNAVAILABLE
 from shared.keys import TenantKeys
 from shared.settings import Settings
-from tests.conftest import System, make_settings
+from testkit.calendar_days import at, next_weekday
+from testkit.scripted_model import ScriptedModel, call, calls, say
+from testkit.system import launch, make_settings
+from tests.conftest import System
 from tests.e2e.flows import (
     answer,
     book,
@@ -30,9 +32,6 @@ from tests.e2e.flows import (
     stored_bookings,
     tool_errors,
 )
-from tests.support.calendar_days import at, next_weekday
-from tests.support.scripted_model import ScriptedModel, call, calls, say
-from tests.support.serving import serving
 
 
 async def no_confirmation_for_dr_lee(system: System) -> None:
@@ -294,7 +293,7 @@ async def test_a_warm_up_sends_the_prompt_and_tools_once_and_readiness_waits_for
 ) -> None:
     model.script(answer("Hello"))
     warm = settings.model_copy(update={"model_warmup": True, "model_allowed_tools": True})
-    async with serving(create_app(warm)) as url, httpx.AsyncClient(base_url=url) as http:
+    async with launch(warm, workers=()) as chat, httpx.AsyncClient(base_url=chat.url) as http:
         for _ in range(200):
             if (await http.get("/readyz")).status_code == 200:
                 break

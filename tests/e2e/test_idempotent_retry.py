@@ -9,7 +9,6 @@ is still answering it."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,20 +20,16 @@ from redis.asyncio import Redis
 from services.chat.deps import scope_conversation
 from shared.keys import TenantKeys
 from shared.settings import Settings
-from tests.conftest import System, make_settings
+from testkit.scripted_model import ScriptedModel
+from testkit.serving import free_port
+from testkit.system import make_settings
+from testkit.worker_processes import WorkerProcess
+from tests.conftest import System
 from tests.e2e.flows import answer
-from tests.support.scripted_model import ScriptedModel
-from tests.support.worker_processes import WorkerProcess
 
 LEASE_S = 2.0
 REPLY = "Hello! How can I help?"
 TURN = "/v1/conversations/c1/messages"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ChatProcess(WorkerProcess):

@@ -14,14 +14,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.chat.api import create_app
 from services.chat.guards import find_leaks
 from services.demo import run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
-from tests.conftest import make_settings
+from testkit.system import launch, make_settings
 from tests.model.conftest import shared_local_model
-from tests.support.serving import serving
 
 pytestmark = pytest.mark.local_model
 
@@ -30,7 +28,7 @@ MARKERS = ("BOOKING_CONFIRMATION", "{", "}", "fetch_free_slots", "book_meeting",
 
 @pytest.fixture
 async def settings(redis_url: str) -> Settings:
-    """The chat of this module talks to the real local model (the `workers` fixture uses this too)."""
+    """The system of this module talks to the real local model."""
     return make_settings(
         redis_url,
         f"{shared_local_model()}/v1",
@@ -44,8 +42,8 @@ async def settings(redis_url: str) -> Settings:
 
 
 @pytest.fixture
-async def chat(settings: Settings, workers: None) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(create_app(settings)) as url, httpx.AsyncClient(base_url=url, timeout=600) as http:
+async def chat(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with launch(settings) as system, httpx.AsyncClient(base_url=system.url, timeout=600) as http:
         yield http
 
 

@@ -18,6 +18,8 @@ from services.chat.facts import GAVE_UP, HOW_I_HELP, OFF_TOPIC
 from services.chat.guards import find_leaks
 from shared.keys import TenantKeys
 from shared.offers import REF_IN_TEXT
+from testkit.calendar_days import BERLIN, at, next_weekday
+from testkit.scripted_model import Step, call, say
 from tests.conftest import System
 from tests.e2e.flows import (
     answer,
@@ -32,8 +34,6 @@ from tests.e2e.flows import (
     stored_bookings,
     tool_errors,
 )
-from tests.support.calendar_days import BERLIN, at, next_weekday
-from tests.support.scripted_model import Step, call, say
 
 
 def label(day: date, hour: int, minute: int = 0) -> str:

@@ -9,7 +9,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,18 +18,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit.calendar_days import next_weekday
+from testkit.scripted_model import ScriptedModel
+from testkit.serving import free_port
 from tests.e2e.flows import book, fetch
 from tests.model.conftest import real_model_problem
-from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Runner:

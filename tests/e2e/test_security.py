@@ -13,10 +13,11 @@ from services.calendar.store import CalendarStore
 from services.chat.access import ApiKeys
 from shared.domain import Calendar, TimeRange
 from shared.settings import Settings
-from tests.conftest import System, make_settings
+from testkit.calendar_days import BERLIN, at, next_weekday
+from testkit.scripted_model import ScriptedModel, call
+from testkit.system import make_settings
+from tests.conftest import System
 from tests.e2e.flows import answer, book, decide, enum_of, fetch, offered_tools, stored_bookings, tool_errors
-from tests.support.calendar_days import BERLIN, at, next_weekday
-from tests.support.scripted_model import ScriptedModel, call
 
 
 @pytest.fixture

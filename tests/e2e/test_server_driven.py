@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from services.chat.api import create_app
 from shared.keys import TenantKeys
 from shared.settings import Settings
+from testkit.calendar_days import BERLIN, next_weekday
+from testkit.scripted_model import call
+from testkit.system import launch
 from tests.conftest import System
 from tests.e2e.flows import (
     answer,
@@ -29,9 +31,6 @@ from tests.e2e.flows import (
     stored_bookings,
     tool_errors,
 )
-from tests.support.calendar_days import BERLIN, next_weekday
-from tests.support.scripted_model import call
-from tests.support.serving import serving
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T|[+-]\d{2}:\d{2}\b|UTC")
 
@@ -49,7 +48,7 @@ async def _propose(system: System, hhmm: str = "10:00") -> dict[str, object]:
 async def second_chat(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Another chat replica on the same Redis (its own instance id and reply stream)."""
     other = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
-    async with serving(create_app(other)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with launch(other, workers=()) as chat, httpx.AsyncClient(base_url=chat.url, timeout=30) as http:
         yield http
 
 

@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.booking.app import build as build_booking
-from services.calendar.app import build as build_calendar
 from shared.settings import Settings
-from tests.conftest import System, make_settings
+from testkit.calendar_days import next_weekday
+from testkit.scripted_model import ScriptedModel, call
+from testkit.system import make_settings, running_workers
+from tests.conftest import System
 from tests.e2e.flows import book, fetch, offered_tools, stored_bookings
-from tests.support.calendar_days import next_weekday
-from tests.support.scripted_model import ScriptedModel, call
 
 
 @pytest.fixture
@@ -25,17 +24,8 @@ async def settings(redis_url: str, model: ScriptedModel) -> Settings:
 @pytest.fixture
 async def workers(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Only the workers the test names (by default none): every other command waits in its stream."""
-    running = getattr(request, "param", ())
-    apps = [
-        build(settings)[1]
-        for name, build in (("calendar", build_calendar), ("booking", build_booking))
-        if name in running
-    ]
-    for app in apps:
-        await app.__aenter__()
-    yield
-    for app in reversed(apps):
-        await app.__aexit__(None, None, None)
+    async with running_workers(settings, getattr(request, "param", ())):
+        yield
 
 
 async def test_a_slow_booking_service_ends_the_turn_with_a_plain_sorry_and_no_second_model_call(
@@ -68,8 +58,7 @@ async def test_an_approved_booking_that_timed_out_is_told_unchanged_and_a_late_w
     # the command waits in its stream, past its deadline: a booking worker that starts later
     # answers it `expired` and writes nothing, ever (issue 19, defect 2)
     assert await system.redis.xlen("booking.commands") >= 1
-    _, booking_app = build_booking(system.settings)
-    async with booking_app, asyncio.timeout(10):
+    async with running_workers(system.settings, ["booking"]), asyncio.timeout(10):
         while not await booking_group_drained(system):
             await asyncio.sleep(0.05)
     assert await stored_bookings(system) == []

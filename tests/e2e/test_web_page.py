@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.calendar_days import BERLIN, next_weekday
 from tests.conftest import System
 from tests.e2e.flows import book, fetch, stored_bookings
-from tests.support.calendar_days import BERLIN, next_weekday
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

@@ -23,7 +23,7 @@ from shared.domain import BookingOutcome
 from shared.messages import Envelope, MessageType, Reply
 from shared.settings import Settings
 from shared.tools import BookMeeting
-from tests.support.booking_data import (
+from testkit.booking_data import (
     Replies,
     book_payload,
     cancel_payload,
@@ -36,7 +36,7 @@ from tests.support.booking_data import (
     settle,
     stream_entries,
 )
-from tests.support.ics_read import addresses, moment, number, parse, value
+from testkit.ics_read import addresses, moment, number, parse, value
 
 ROOM = "room-00"
 DAY = first_slot(2)

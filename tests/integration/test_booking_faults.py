@@ -27,7 +27,7 @@ from shared.domain import BookingOutcome
 from shared.keys import TenantKeys
 from shared.messages import Envelope, Reply
 from shared.tools import BookMeeting
-from tests.support.booking_data import (
+from testkit.booking_data import (
     TENANT,
     Replies,
     book_payload,
@@ -40,7 +40,7 @@ from tests.support.booking_data import (
     slot_at,
     stream_entries,
 )
-from tests.support.worker_processes import WorkerProcess
+from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
 

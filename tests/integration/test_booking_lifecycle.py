@@ -17,7 +17,7 @@ from shared.domain import BookingList, BookingOutcome
 from shared.keys import TenantKeys
 from shared.messages import Envelope, MessageType, Reply
 from shared.tools import BookMeeting
-from tests.support.booking_data import (
+from testkit.booking_data import (
     TENANT,
     Replies,
     book_payload,

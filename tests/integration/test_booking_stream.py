@@ -17,7 +17,7 @@ from shared.domain import BookingOutcome
 from shared.keys import TenantKeys
 from shared.messages import Envelope, Reply
 from shared.settings import Settings
-from tests.support.calendar_days import at, next_weekday
+from testkit.calendar_days import at, next_weekday
 
 
 @pytest.fixture

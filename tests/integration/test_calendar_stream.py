@@ -23,7 +23,7 @@ from shared.messages import Envelope, MessageType, Reply
 from shared.redis import as_text
 from shared.settings import Settings
 from shared.tools import MAX_ICS_CHARS
-from tests.support.calendar_days import BERLIN, at, next_weekday
+from testkit.calendar_days import BERLIN, at, next_weekday
 
 NEW_YORK = ZoneInfo("America/New_York")
 DEMO = json.loads(Path("services/calendar/demo_calendars.json").read_text())

@@ -12,8 +12,8 @@ import uuid
 from redis.asyncio import Redis
 
 from shared import streams
-from tests.support.booking_data import Replies, command, publish
-from tests.support.worker_processes import WorkerProcess
+from testkit.booking_data import Replies, command, publish
+from testkit.worker_processes import WorkerProcess
 
 
 async def consumers(redis: Redis) -> dict[str, int]:

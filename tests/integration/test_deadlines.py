@@ -26,8 +26,8 @@ from shared.keys import TenantKeys
 from shared.messages import DomainError, Envelope, Reply, utcnow
 from shared.redis import connect
 from shared.tools import BookMeeting
-from tests.support.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at
-from tests.support.worker_processes import WorkerProcess
+from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at
+from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
 

@@ -24,8 +24,8 @@ from shared.domain import BookingOutcome
 from shared.keys import TenantKeys
 from shared.messages import Envelope
 from shared.tools import BookMeeting
-from tests.support.booking_data import TENANT, Replies, book_payload, command, offer, publish, put_rooms, slot_at
-from tests.support.worker_processes import WorkerProcess
+from testkit.booking_data import TENANT, Replies, book_payload, command, offer, publish, put_rooms, slot_at
+from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
 

@@ -24,9 +24,9 @@ from shared import streams
 from shared.keys import TenantKeys
 from shared.messages import Envelope
 from shared.redis import connect
-from tests.support.booking_data import TENANT, book_payload, command, offer, put_rooms, slot_at, stream_entries
-from tests.support.redis_server import RedisServer
-from tests.support.worker_processes import WorkerProcess
+from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, slot_at, stream_entries
+from testkit.redis_server import RedisServer
+from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
 

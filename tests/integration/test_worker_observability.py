@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,14 +22,14 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from services.booking.app import build as build_booking
 from shared import streams
 from shared.logs import JsonFormatter
 from shared.messages import Envelope, Reply
 from shared.settings import Settings
 from shared.worker import Handled, StreamWorker
-from tests.conftest import make_settings
-from tests.support.booking_data import Replies, book_payload, command, offer, publish, put_rooms, slot_at
+from testkit.booking_data import Replies, book_payload, command, offer, publish, put_rooms, slot_at
+from testkit.serving import free_port
+from testkit.system import make_settings, running_workers
 
 log = logging.getLogger(__name__)
 NO_MODEL = "http://127.0.0.1:9/v1"  # workers never call the model
@@ -43,12 +42,6 @@ def sample(name: str, **labels: str) -> float:
 
 def handled(stream: str, outcome: str) -> float:
     return sample("booking_stream_messages_total", stream=stream, outcome=outcome)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -121,8 +114,7 @@ async def test_the_booking_worker_counts_entries_by_outcome_and_each_applied_boo
     def moved() -> dict[str, float]:
         return {outcome: handled(stream, outcome) - before[outcome] for outcome in outcomes}
 
-    _, app = build_booking(settings)
-    async with app:
+    async with running_workers(settings, ["booking"]):
         await publish(redis, [book])
         assert not await replies.wait_for([book.message_id], 10)
         await eventually(lambda: moved()["ok"] == 1)
@@ -166,8 +158,7 @@ async def test_an_entry_whose_reply_cannot_be_stored_counts_a_retry_then_a_dead_
         "book_meeting", book_payload(*slot_at(0, [room])), user="alice", conversation="conv-obs", reply_to=reply_to
     ).model_copy(update={"request_id": "req-obs-1"})
     retries, dead = handled(stream, "retry"), handled(stream, "dead_letter")
-    _, app = build_booking(settings)
-    async with app:
+    async with running_workers(settings, ["booking"]):
         await publish(redis, [envelope])
         await eventually(lambda: handled(stream, "dead_letter") - dead == 1)
     assert handled(stream, "retry") - retries == 1

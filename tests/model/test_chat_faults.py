@@ -18,7 +18,8 @@ from services.model.runtime import Runtime
 from services.model.server import create_app
 from services.model.settings import ModelSettings
 from shared.settings import Settings
-from tests.conftest import System, make_settings
+from testkit.system import make_settings
+from tests.conftest import System
 from tests.model.conftest import ScriptedEngine, ServerThread, needs_llama_cpp, serve_scripted
 
 

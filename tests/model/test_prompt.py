@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from services.model.prompt import DEFAULT_SYSTEM, PromptError, render
-from services.model.schemas import Message, Tool
+from services.model.schemas import RequestMessage, Tool
 
 TOOL = Tool.model_validate(
     {
@@ -22,8 +22,8 @@ TOOL = Tool.model_validate(
 )
 
 
-def msgs(*items: Mapping[str, object]) -> list[Message]:
-    return [Message.model_validate(m) for m in items]
+def msgs(*items: Mapping[str, object]) -> list[RequestMessage]:
+    return [RequestMessage.model_validate(m) for m in items]
 
 
 def test_plain_chat_is_chatml_with_the_default_system_turn() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.booking import ics
 from shared.domain import Booking
-from tests.support.ics_read import addresses, moment, number, parse, value
+from testkit.ics_read import addresses, moment, number, parse, value
 
 START = datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # the night clocks go forward
 STAMP = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

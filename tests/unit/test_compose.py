@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from services.booking.app import build as build_booking
 from services.model.settings import ModelSettings
 from shared.settings import Settings
-from tests.conftest import make_settings
+from testkit.system import make_settings, running_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -161,8 +160,7 @@ async def test_the_worker_healthcheck_passes_once_the_worker_has_created_its_gro
     env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
     check = _worker_check("booking")
     assert await exit_code(check, env) != 0
-    _, app = build_booking(make_settings(redis_url, "http://127.0.0.1:9/v1"))
-    async with app:
+    async with running_workers(make_settings(redis_url, "http://127.0.0.1:9/v1"), ["booking"]):
         assert await exit_code(check, env) == 0
 
 

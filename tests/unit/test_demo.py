@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 
 from services.demo import ChatReply, next_weekday, pick_slot, spoken_day
-from tests.support.calendar_days import BERLIN, at
+from testkit.calendar_days import BERLIN, at
 
 DAY = date(2026, 11, 27)
 OFFERED = [at(DAY, 9), at(DAY, 9, 30), at(DAY, 10)]

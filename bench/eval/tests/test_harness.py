@@ -14,14 +14,14 @@ from redis.asyncio import Redis
 from bench.eval import __main__ as cli
 from bench.eval import report, scenario
 from bench.eval.harness import ForeignDatabaseError, Harness, RunResult
-from bench.eval.scenario import Scenario, ScriptedModel
-from tests.support.scripted_model import ScriptedModel as ScriptedServer
+from bench.eval.scenario import Scenario, ScenarioScript
+from testkit.scripted_model import ScriptedModel
 
 TOKENS_PER_CALL = 15  # the scripted server reports 10 prompt + 5 completion tokens per answer
 
 
 @pytest.fixture
-async def harness(redis_url: str, model: ScriptedServer) -> AsyncIterator[Harness]:
+async def harness(redis_url: str, model: ScriptedModel) -> AsyncIterator[Harness]:
     """The test's own database (conftest flushes it around each test), so flushing is allowed."""
     async with Harness(redis_url, script=model, force_flush=True) as h:
         yield h
@@ -34,7 +34,7 @@ def shipped(name: str) -> Scenario:
 
 def with_assistant(base: Scenario, *turns: list[dict[str, Any]]) -> Scenario:
     """The same scenario (same name, user turns and expectation) played by another model."""
-    return base.model_copy(update={"scripted_model": ScriptedModel(assistant=list(turns))})
+    return base.model_copy(update={"scripted_model": ScenarioScript(assistant=list(turns))})
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,7 @@ async def test_the_report_scores_pass_hat_k_over_runs_of_one_scenario(harness: H
 
 
 async def test_the_harness_refuses_to_flush_a_database_it_did_not_fill(
-    redis_url: str, model: ScriptedServer, redis: Redis
+    redis_url: str, model: ScriptedModel, redis: Redis
 ) -> None:
     await redis.set("someone-elses-key", "1")
     async with Harness(redis_url, script=model) as harness:

@@ -17,7 +17,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-Step = Callable[[dict[str, Any]], dict[str, Any]]
+from services.chat.conversations import Message
+
+Step = Callable[[dict[str, Any]], Message]
+"""One answer of the model: from the request body to an assistant message."""
 
 
 def say(text: str) -> Step:
@@ -29,30 +32,26 @@ def call(
 ) -> Step:
     """A tool call; `args` may be computed from the request (e.g. from a previous tool result)."""
 
-    def step(req: dict[str, Any]) -> dict[str, Any]:
+    def step(req: dict[str, Any]) -> Message:
         arguments = args(req) if callable(args) else args
-        return {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call_id or f"call_{uuid.uuid4().hex[:12]}",
-                    "type": "function",
-                    "function": {
-                        "name": name,
-                        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                    },
-                }
-            ],
-        }
+        return {"role": "assistant", "content": None, "tool_calls": [tool_call(name, arguments, call_id)]}
 
     return step
+
+
+def tool_call(name: str, arguments: Any, call_id: str | None = None) -> dict[str, Any]:
+    """One entry of an assistant message's `tool_calls` (arguments as JSON text)."""
+    return {
+        "id": call_id or f"call_{uuid.uuid4().hex[:12]}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+    }
 
 
 def calls(*steps: Step) -> Step:
     """Several tool calls in one assistant message (parallel tool calls)."""
 
-    def step(req: dict[str, Any]) -> dict[str, Any]:
+    def step(req: dict[str, Any]) -> Message:
         merged = [s(req)["tool_calls"][0] for s in steps]
         return {"role": "assistant", "content": None, "tool_calls": merged}
 
@@ -126,3 +125,10 @@ class ScriptedModel:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+
+    async def __aenter__(self) -> ScriptedModel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

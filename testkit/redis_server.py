@@ -1,6 +1,6 @@
 """Where the tests' real Redis comes from: REDIS_URL, else the local server, else a
 testcontainers Redis when a Docker engine answers, else a clear skip. And a private
-`redis-server` a test can restart (RedisServer)."""
+`redis-server` a test can restart (RedisServer), or a benchmark throws away (private_redis)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
 import redis
+
+from testkit.serving import free_port
 
 
 def _answers(url: str) -> bool:
@@ -35,7 +37,7 @@ def redis_base_url() -> Iterator[str | None]:
         yield local
         return
     try:
-        from testcontainers.community.redis import RedisContainer  # type: ignore[import-not-found]
+        from testcontainers.community.redis import RedisContainer
     except ImportError:
         from testcontainers.redis import RedisContainer
     try:
@@ -55,7 +57,9 @@ class RedisServer:
     """A private `redis-server` on a free loopback port, in its own directory (AOF on by
     default), that a test can stop (SHUTDOWN or SIGKILL) and start again on the same port."""
 
-    def __init__(self, workdir: str, *, appendonly: bool = True, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, workdir: str, *, appendonly: bool = True, appendfsync: str = "everysec", extra: tuple[str, ...] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found")
@@ -72,7 +76,7 @@ class RedisServer:
             "--appendonly",
             "yes" if appendonly else "no",
             "--appendfsync",
-            "everysec",
+            appendfsync,
             "--dir",
             workdir,
             *extra,
@@ -113,7 +117,18 @@ class RedisServer:
             self.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextlib.contextmanager
+def private_redis(url: str | None = None, appendfsync: str | None = None) -> Iterator[str]:
+    """Yield `url` when given, else the URL of a fresh redis-server that nothing else can touch:
+    without persistence, or with an append-only file fsynced per `appendfsync` (everysec, always, no)."""
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server not found: pass --redis-url")
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(workdir, appendonly=appendfsync is not None, appendfsync=appendfsync or "everysec")
+        try:
+            yield server.start().url
+        finally:
+            server.shutdown()
