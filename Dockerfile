@@ -11,6 +11,7 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml ./
 COPY shared ./shared
+COPY runtime ./runtime
 COPY services ./services
 RUN pip install . && pip uninstall -y booking-assistant
 
@@ -35,6 +36,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home a
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
 COPY shared ./shared
+COPY runtime ./runtime
 COPY services ./services
 
 # --- target "model": python -m services.model on 0.0.0.0:8090 --------------------------------

@@ -16,7 +16,7 @@ install: $(BIN)/.installed
 # without OPENAI_API_KEY / OPENAI_BASE_URL: installs (once) and serves the local model too;
 # e.g. make run RUN_ARGS="--no-demo --booking 3"
 run: install
-	$(BIN)/python -m services.runner $(RUN_ARGS)
+	$(BIN)/python -m devtools.runner $(RUN_ARGS)
 
 # the whole suite; the real-local-model tests run when scripts/install_local_model.sh has run
 # (CI runs it first), and skip with the reason otherwise
@@ -29,8 +29,8 @@ test-local-model: install
 	$(BIN)/pytest -q -m local_model
 
 lint: install
-	$(BIN)/ruff check services shared testkit tests bench conftest.py
-	$(BIN)/ruff format --check services shared testkit tests bench conftest.py
+	$(BIN)/ruff check services shared runtime devtools testkit tests bench conftest.py
+	$(BIN)/ruff format --check services shared runtime devtools testkit tests bench conftest.py
 	$(BIN)/mypy
 
 # run by hand, each prints a table (the local-model ones need scripts/install_local_model.sh)

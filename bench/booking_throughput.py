@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bench import plain_booking
+from runtime.redis import ensure_groups
 from shared import streams
 from shared.messages import Envelope
 from testkit.booking_data import Replies as _Replies
@@ -281,7 +282,7 @@ async def main_async(url: str, args: argparse.Namespace) -> int:
         print(f"{url} is not empty; give an empty database", file=sys.stderr)
         return 2
     load_start = os.getloadavg()[0]
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     slots = Slots(await put_rooms(redis, ROOMS, prefix="bench"))
     rows = []
     try:

@@ -24,9 +24,9 @@ from typing import Any
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from runtime.redis import ensure_groups
 from services.calendar.store import CalendarStore
 from services.chat.toolbus import ToolBus
-from shared import streams
 from shared.domain import BusyImported, Calendar, FreeSlots, TimeRange
 from shared.keys import TenantKeys
 from shared.messages import Envelope, MessageType
@@ -148,7 +148,7 @@ async def run(url: str, workers: int, callers: int, requests: int) -> None:
     first = date.today() + timedelta(days=3)
     redis = Redis.from_url(url)
     await redis.flushdb()
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     await seed(redis, rng, first)
     procs = [WorkerProcess("services.calendar", url, f"bench-calendar-{i}").start() for i in range(workers)]
     broker = RedisBroker(url)

@@ -4,7 +4,7 @@
 
 Starts the local model server (`python -m services.model` on a free port; or uses --model-url),
 a throw-away redis-server (or --redis-url), a calendar and a booking worker and the chat API
-(in this process), then plays the `make run` demo conversation (services/demo.py) N times, each
+(in this process), then plays the `make run` demo conversation (devtools/demo.py) N times, each
 as another user picking another offered slot. Per conversation it prints the chat service's
 model calls and the prompt/completion tokens they reported (`usage`, read from the chat's
 /metrics), HTTP turns and wall time. The first conversation pays the cold prompt (system prompt
@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.demo import DemoResult, run_demo
+from devtools.demo import DemoResult, run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
 from testkit.redis_server import private_redis

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
-from services.calendar import slots
-from services.calendar.slots import DAY, Interval, SlotQuery
+from shared import slots
 from shared.domain import Calendar, TimeRange
+from shared.slots import DAY, Interval, SlotQuery
 
 ZONES = ("Europe/Berlin", "Europe/London", "America/New_York", "Europe/Paris", "Europe/Madrid")
 FIRST_DAY = date(2026, 3, 2)

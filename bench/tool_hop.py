@@ -23,10 +23,9 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from runtime.redis import connect, ensure_groups
 from services.chat.toolbus import ToolBus
-from shared import streams
 from shared.messages import Envelope
-from shared.redis import connect
 from testkit.booking_data import book_payload, first_slot, offer, publish, put_rooms
 from testkit.redis_server import private_redis
 from testkit.worker_processes import ROOT, WorkerProcess
@@ -102,7 +101,7 @@ async def run(url: str, requests: int) -> int:
     if await redis.dbsize():
         print(f"{url} is not empty; give an empty database", file=sys.stderr)
         return 2
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     await redis.xgroup_create(ECHO_STREAM, ECHO_GROUP, id="0", mkstream=True)
     # the user has three upcoming bookings to list
     (room,) = await put_rooms(redis, 1, prefix="bench")

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.networks import validate_email
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 """Tenant, calendar and user ids: lower-case, url- and key-safe."""
+
+REF_PATTERN: Final = r"^s[1-9][0-9]{0,5}$"
+REF_IN_TEXT: Final = re.compile(r"\bs[1-9][0-9]{0,5}\b")
+"""A reference written into prose: the leak guard strips it from what the user reads."""
+
+
+SlotRef = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
+"""A slot reference as fetch_free_slots gives it: "s" and a number, unique in the conversation."""
 
 
 def _check_zone(name: str) -> str:

@@ -82,7 +82,7 @@ class TenantKeys:
 
     def holds(self, calendar_id: str) -> str:
         """Sorted set of a calendar's short holds on proposed slots: score = start,
-        member = `end|conversation|expires` (epoch s); see shared/offers.py."""
+        member = `end|conversation|expires` (epoch s); see runtime/offers.py."""
         return f"{self._tag}:cal:{calendar_id}:holds"
 
     def action(self, action_id: str) -> str:
@@ -97,7 +97,7 @@ class TenantKeys:
     def offers(self, conversation_id: str) -> str:
         """Hash of the slots offered in one conversation: `<calendar_id>|<start>` -> expiry,
         `ref|<ref>` -> `<start>|<duration>|<calendar ids>`, `at|<calendar ids>|<start>` -> ref,
-        `#refs`; see shared/offers.py."""
+        `#refs`; see runtime/offers.py."""
         return f"{self._tag}:conv:{conversation_id}:offers"
 
 

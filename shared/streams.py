@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
-
 CALENDAR_REQUESTS: Final = "calendar.requests"
 BOOKING_COMMANDS: Final = "booking.commands"
 BOOKING_EVENTS: Final = "booking.events"
@@ -31,17 +28,3 @@ GROUPS: Final[tuple[tuple[str, str], ...]] = (
 def reply_stream(instance_id: str) -> str:
     """The durable reply stream of one chat instance."""
     return f"replies:{instance_id}"
-
-
-async def ensure_groups(redis: Redis) -> None:
-    """Create every consumer group at id 0 before anything is published.
-
-    FastStream creates groups at `$` when a subscriber starts, which skips whatever was
-    published before the first worker came up; creating them here at `0` loses nothing.
-    """
-    for stream, group in GROUPS:
-        try:
-            await redis.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise

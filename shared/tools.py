@@ -11,9 +11,8 @@ from typing import Annotated, Final
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared import streams
-from shared.domain import CalendarFields, Email, Identifier
+from shared.domain import CalendarFields, Email, Identifier, SlotRef
 from shared.messages import MessageType
-from shared.offers import SlotRef
 
 Minutes = Annotated[int, Field(ge=5, le=480)]
 

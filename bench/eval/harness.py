@@ -413,7 +413,7 @@ class Harness:
 
     async def offered_starts(self, conversation: str) -> list[int]:
         """Starts (epoch s) the calendar worker recorded as offered in the conversation: the
-        `<calendar>|<start>` fields of its offers hash (shared/offers.py)."""
+        `<calendar>|<start>` fields of its offers hash (runtime/offers.py)."""
         fields = await self.redis.hkeys(TenantKeys(TENANT).offers(conversation))
         starts = []
         for name in fields:

@@ -3,8 +3,8 @@
 import asyncio
 import importlib.util
 
+from runtime.logs import setup_logging
 from services.booking.app import build
-from shared.logs import setup_logging
 from shared.settings import get_settings
 
 if __name__ == "__main__":

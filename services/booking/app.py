@@ -8,16 +8,17 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from pydantic import BaseModel
 
+from runtime import metrics
+from runtime.redis import connect, ensure_groups
+from runtime.worker import Handled, Handler, StreamWorker, observe
 from services.booking import invitations
 from services.booking.events import Change, booking_event
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
-from shared import metrics, streams
+from shared import streams
 from shared.messages import DomainError, Envelope, ErrorCode, Reply
-from shared.redis import connect
 from shared.settings import Settings
 from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking
-from shared.worker import Handled, Handler, StreamWorker, observe
 
 
 def make_handler(service: BookingService) -> Handler:
@@ -75,7 +76,7 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
 
     @app.on_startup
     async def prepare() -> None:
-        await streams.ensure_groups(redis)
+        await ensure_groups(redis)
         await store.load_scripts()
 
     @app.after_shutdown

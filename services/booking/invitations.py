@@ -24,16 +24,17 @@ from faststream.redis import RedisBroker
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from runtime import metrics
+from runtime.logs import setup_logging
+from runtime.redis import as_text, connect, ensure_groups
+from runtime.worker import EventConsumer, observe
 from services.booking import ics
 from services.booking.events import BookingEvent
 from services.booking.pipeline import AutoPipeline
 from services.booking.scripts import StoreInvitation
-from shared import metrics, streams
+from shared import streams
 from shared.keys import TenantKeys
-from shared.logs import setup_logging
-from shared.redis import as_text, connect
 from shared.settings import Settings, get_settings
-from shared.worker import EventConsumer, observe
 
 log = logging.getLogger(__name__)
 OUTBOX_MAXLEN = 100_000
@@ -118,7 +119,7 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
 
     @app.on_startup
     async def prepare() -> None:
-        await streams.ensure_groups(redis)
+        await ensure_groups(redis)
 
     worker.attach(app)
 

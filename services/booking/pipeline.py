@@ -15,12 +15,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.scripts import Queue, ScriptRequest, run_script
+from runtime.scripts import Queue, ScriptRequest, run_script
 
 
 class AutoPipeline:
     """Coalesces commands issued in the same loop turn into one non-transactional pipeline
-    (a `shared.scripts.Runner`)."""
+    (a `runtime.scripts.Runner`)."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

@@ -1,5 +1,5 @@
 """The booking scripts' requests: each script's KEYS/ARGV contract (its header, lua/*.lua) as a
-typed object built from the domain objects (shared/scripts.py says how the two are kept equal)."""
+typed object built from the domain objects (runtime/scripts.py says how the two are kept equal)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from runtime.scripts import Key, Script, ScriptRequest
 from shared.domain import Booking, Calendar
 from shared.keys import TenantKeys
-from shared.scripts import Key, Script, ScriptRequest
 
 LUA = Path(__file__).with_name("lua")
 

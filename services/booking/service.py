@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from services.booking.events import Change, ChangeMeta
 from services.booking.scripts import BookRequest, CancelRequest, Once, RescheduleRequest
 from services.booking.store import LOOKBACK_S, BookingStore, Owned, Prefetched, ScriptResult, Stored
-from services.calendar import slots
+from shared import slots
 from shared.domain import Booking, BookingList, BookingOutcome, BookingStatus, Calendar
 from shared.messages import DomainError, Envelope, ErrorCode
 from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking

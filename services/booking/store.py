@@ -11,6 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from runtime.offers import SlotHolds
+from runtime.redis import as_text
 from services.booking.pipeline import AutoPipeline
 from services.booking.scripts import (
     BookRequest,
@@ -22,8 +24,6 @@ from services.booking.scripts import (
 )
 from shared.domain import Booking, Calendar
 from shared.keys import TenantKeys
-from shared.offers import SlotHolds
-from shared.redis import as_text
 
 LOOKBACK_S = 2 * 86_400
 """No booking or imported busy block lasts longer than this: reads by start reach back this far."""

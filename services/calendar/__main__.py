@@ -2,8 +2,8 @@
 
 import asyncio
 
+from runtime.logs import setup_logging
 from services.calendar.app import build
-from shared.logs import setup_logging
 from shared.settings import get_settings
 
 if __name__ == "__main__":

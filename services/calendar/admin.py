@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from services.calendar import ics, slots
+from services.calendar import ics
 from services.calendar.store import CalendarStore, WriteResult
+from shared import slots
 from shared.domain import BusyImported, Calendar, CalendarSaved
 from shared.messages import DomainError, Envelope, ErrorCode
 from shared.tools import ImportIcs, UpsertCalendar

@@ -9,15 +9,15 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from pydantic import BaseModel
 
+from runtime.redis import connect, ensure_groups
+from runtime.worker import Handled, Handler, StreamWorker, observe
 from services.calendar.admin import CalendarAdmin
 from services.calendar.service import AvailabilityService
 from services.calendar.store import CalendarStore, load_calendars
 from shared import streams
 from shared.messages import DomainError, Envelope, ErrorCode, Reply
-from shared.redis import connect
 from shared.settings import Settings
 from shared.tools import DescribeCalendars, FetchFreeSlots, ImportIcs, UpsertCalendar
-from shared.worker import Handled, Handler, StreamWorker, observe
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
 
     @app.on_startup
     async def prepare() -> None:
-        await streams.ensure_groups(redis)
+        await ensure_groups(redis)
         if settings.seed_calendars_file:
             for calendar in load_calendars(Path(settings.seed_calendars_file)):
                 await store.put(calendar, only_if_new=True)

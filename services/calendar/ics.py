@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import icalendar
 import recurring_ical_events  # type: ignore[import-untyped]
 
-from services.calendar.slots import DAY, Interval, epoch, local_midnight, merge
+from shared.slots import DAY, Interval, epoch, local_midnight, merge
 
 MAX_OCCURRENCES: Final = 20_000
 """Occurrences expanded inside the window per import; beyond this the file is refused."""

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.calendar import slots
 from services.calendar.store import CalendarStore
+from shared import slots
 from shared.domain import Calendar, CalendarDirectory, CalendarSummary, FreeSlots, NoSlotReason, OfferedSlot
 from shared.messages import DomainError, Envelope, ErrorCode
 from shared.tools import FetchFreeSlots

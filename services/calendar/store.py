@@ -1,4 +1,4 @@
-"""Redis reads and writes of calendars and their busy time (offers and holds: shared/offers.py)."""
+"""Redis reads and writes of calendars and their busy time (offers and holds: runtime/offers.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 
-from services.calendar.slots import Interval
+from runtime.offers import SlotHolds
+from runtime.redis import as_text
+from runtime.scripts import Direct, Key, Keys, Script, ScriptRequest
 from shared.domain import Calendar
 from shared.keys import TenantKeys
-from shared.offers import SlotHolds
-from shared.redis import as_text
-from shared.scripts import Direct, Key, Keys, Script, ScriptRequest
+from shared.slots import Interval
 
 LUA = Path(__file__).with_name("lua")
 LOOKBACK_S = 2 * 86_400

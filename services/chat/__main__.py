@@ -4,8 +4,8 @@ import os
 
 import uvicorn
 
+from runtime.logs import setup_logging
 from services.chat.api import create_app
-from shared.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()

@@ -14,10 +14,10 @@ from typing import ClassVar
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
+from runtime.redis import as_text
+from runtime.scripts import Direct, Key, Script, ScriptRequest
 from shared.domain import Identifier
 from shared.keys import TenantKeys, api_key
-from shared.redis import as_text
-from shared.scripts import Direct, Key, Script, ScriptRequest
 
 KEY_PREFIX = "bk_"
 

@@ -19,6 +19,8 @@ from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
 
+from runtime.logs import log_context
+from runtime.redis import connect
 from services.chat.access import ApiKeys, RateLimiter
 from services.chat.conversations import ConversationStore
 from services.chat.deps import ChatServices
@@ -26,8 +28,6 @@ from services.chat.loop import Assistant
 from services.chat.replay import ResponseCache
 from services.chat.routes import actions, admin, messages, ops
 from services.chat.toolbus import ToolBus
-from shared.logs import log_context
-from shared.redis import connect
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from runtime.redis import connect
 from services.chat.access import ApiKeys, checked_tenant_id
-from shared.redis import connect
 from shared.settings import get_settings
 
 

@@ -22,10 +22,10 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import AwareDatetime, BaseModel, Field
 from redis.asyncio import Redis
 
+from runtime.redis import as_text
+from runtime.scripts import Direct, Key, Script, ScriptRequest
 from shared.keys import TenantKeys
 from shared.messages import MessageType
-from shared.redis import as_text
-from shared.scripts import Direct, Key, Script, ScriptRequest
 
 KEEP_AFTER_S = 24 * 3600
 """How long an answered or expired action is kept, so a late approve gets a reason (409)."""

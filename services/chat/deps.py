@@ -13,11 +13,11 @@ from fastapi import Depends, Header, HTTPException, Path, Request
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
+from runtime.logs import bind_log_context
 from services.chat.access import ApiKeys, Caller, Limit, RateLimiter, tenant_bucket, user_bucket
 from services.chat.loop import Assistant
 from services.chat.replay import ResponseCache
 from shared.domain import Identifier
-from shared.logs import bind_log_context
 from shared.messages import Envelope
 from shared.settings import Settings
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared import streams
-from shared.offers import REF_IN_TEXT
+from shared.domain import REF_IN_TEXT
 from shared.tools import TOOLS
 
 _NAMES = sorted(

@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from runtime import metrics
+from runtime.offers import SlotHolds
 from services.chat import facts, proposals
 from services.chat import tools as chat_tools
 from services.chat.approvals import Approvals, Command, PendingAction, StoredAction
@@ -22,10 +24,8 @@ from services.chat.toolbus import ToolBus
 from services.chat.tools import BookMeetingCall, CancelBookingCall, ChatTool, FetchFreeSlotsCall, RescheduleBookingCall
 from services.chat.turn import Progress, Turn
 from services.chat.views import error_view, model_view
-from shared import metrics
 from shared.domain import BookingList, BookingOutcome, CalendarDirectory, CalendarSummary, FreeSlots
 from shared.messages import Envelope, ErrorCode, MessageType, Reply, ToolError
-from shared.offers import SlotHolds
 from shared.tools import ListMyBookings
 
 DIRECTORY_TTL_S = 30.0

@@ -25,6 +25,8 @@ from typing import Any
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageToolCall
 
+from runtime import metrics
+from runtime.logs import log_context
 from services.chat import checks, consent
 from services.chat import tools as chat_tools
 from services.chat.approvals import Status, StoredAction
@@ -38,8 +40,6 @@ from services.chat.toolbus import ToolBus
 from services.chat.tools import Answer
 from services.chat.turn import ActivityCallback, Progress, Turn, TurnResult
 from services.chat.views import ERROR_VIEW_PREFIX, error_view
-from shared import metrics
-from shared.logs import log_context
 from shared.messages import ErrorCode, ToolError
 
 __all__ = ["Assistant"]

@@ -13,12 +13,12 @@ from openai import AsyncOpenAI, omit
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import ValidationError
 
+from runtime import metrics
 from services.chat import tools as chat_tools
 from services.chat.consent import ApprovalAnswer
 from services.chat.conversations import Message
 from services.chat.prompt import system_prompt
 from services.chat.state import ConversationState
-from shared import metrics
 
 log = logging.getLogger(__name__)
 READING_MAX_TOKENS = 80

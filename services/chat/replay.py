@@ -22,8 +22,8 @@ from typing import ClassVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from runtime.scripts import Direct, Key, Script, ScriptRequest
 from shared.keys import TenantKeys
-from shared.scripts import Direct, Key, Script, ScriptRequest
 
 log = logging.getLogger(__name__)
 LUA = Path(__file__).with_name("lua")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from runtime.offers import Offered
 from shared.domain import Booking, CalendarDirectory, CalendarSummary
-from shared.offers import Offered
 
 
 def when(moment: datetime) -> str:

@@ -7,7 +7,7 @@ holds no connection of its own, and a reply is never lost to a missed Pub/Sub me
 Every envelope carries the caller's deadline (now + its timeout). A worker that gets it later
 answers `expired` and changes nothing (the write scripts check it against the Redis server's
 clock). When the wait for a write's reply times out, its idempotency record is final, so the
-bus reads it (shared/outcomes.py): a write that ran in time, whose reply was late or lost,
+bus reads it (runtime/outcomes.py): a write that ran in time, whose reply was late or lost,
 is answered with its result; otherwise the caller gets `timeout` and nothing was, or ever will
 be, written. A user told "failed" finds nothing booked.
 """
@@ -25,9 +25,10 @@ from typing import cast
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from runtime.outcomes import final_outcome
+from runtime.redis import ensure_groups
 from shared import streams
 from shared.messages import Envelope, ErrorCode, Reply, ToolError, utcnow
-from shared.outcomes import final_outcome
 from shared.tools import TOOLS
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ trip less between a reply and the next read)."""
 
 class ToolBus:
     def __init__(self, redis: Redis, broker: RedisBroker | None, instance_id: str, *, block_ms: int = 1000) -> None:
-        """`redis`: a client from shared.redis.connect (it retries through a Redis restart); it
+        """`redis`: a client from runtime.redis.connect (it retries through a Redis restart); it
         also publishes (raw JSON entries). `broker` is no longer used; kept for callers."""
         self.redis = redis
         self.broker = broker
@@ -52,7 +53,7 @@ class ToolBus:
         self._ttl_refreshed = float("-inf")
 
     async def start(self) -> None:
-        await streams.ensure_groups(self.redis)
+        await ensure_groups(self.redis)
         info = await self.redis.xinfo_stream(self.reply_to) if await self.redis.exists(self.reply_to) else None
         self._last_id = info["last-generated-id"].decode() if info else "0-0"
         self._reader = asyncio.create_task(self._read_replies(), name="toolbus-replies")

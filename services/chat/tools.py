@@ -19,11 +19,11 @@ from openai import pydantic_function_tool
 from openai.types.chat import ChatCompletionFunctionToolParam
 from pydantic import BaseModel, Field, ValidationError, create_model
 
+from runtime.worker import describe_validation_error
 from services.chat.state import ConversationState
 from shared.domain import Email
 from shared.messages import ErrorCode, MessageType, ToolError
 from shared.tools import FetchFreeSlots, ListMyBookings, ToolArgs
-from shared.worker import describe_validation_error
 
 MAX_ARGUMENT_CHARS: Final = 8_000
 Approval = Literal["never", "calendar", "always"]

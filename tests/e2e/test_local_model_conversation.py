@@ -2,7 +2,7 @@
 from state, pending action, replies from facts, leak guard) -> openai SDK -> local model server
 (Qwen2.5-Coder-1.5B, temperature 0) -> streams -> calendar and booking workers -> Redis.
 
-The conversation is the one `make run` shows (services/demo.py): ask for Dr. Lee's free times on
+The conversation is the one `make run` shows (devtools/demo.py): ask for Dr. Lee's free times on
 the next weekday, pick an offered slot, answer the confirmation question with yes. Slow (seconds
 per model call on 2 cores); skipped only when the llama-cpp-python wheel or the weights are absent.
 """
@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from devtools.demo import run_demo
 from services.chat.guards import find_leaks
-from services.demo import run_demo
 from services.model.settings import MODEL_ID
 from shared.settings import Settings
 from testkit.system import launch, make_settings

@@ -16,8 +16,8 @@ import pytest
 from services.calendar.store import CalendarStore
 from services.chat.facts import GAVE_UP, HOW_I_HELP, OFF_TOPIC
 from services.chat.guards import find_leaks
+from shared.domain import REF_IN_TEXT
 from shared.keys import TenantKeys
-from shared.offers import REF_IN_TEXT
 from testkit.calendar_days import BERLIN, at, next_weekday
 from testkit.scripted_model import Step, call, say
 from tests.conftest import System

@@ -1,4 +1,4 @@
-"""`python -m services.runner` (what `make run` starts) as a real process: it starts every part,
+"""`python -m devtools.runner` (what `make run` starts) as a real process: it starts every part,
 says where each listens, and Ctrl-C stops them all. A booking driven through its chat API moves
 the chat's and the workers' Prometheus counters. With the local model it also plays the demo
 conversation, which ends with the booking read back from Redis."""
@@ -63,7 +63,7 @@ async def runner(*args: str, **env: str) -> AsyncIterator[Runner]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.runner",
+        "devtools.runner",
         *args,
         cwd=ROOT,
         env={**environ, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text", **env},

@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
+from runtime.redis import ensure_groups
 from services.booking.events import event_id
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
@@ -58,7 +59,7 @@ Spawn = Callable[..., Awaitable[list[WorkerProcess]]]
 @pytest.fixture
 async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
     """Start booking worker processes on the test database; all are stopped afterwards."""
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     started: list[WorkerProcess] = []
 
     async def start(count: int = 1, wait: bool = True, **env: str | int) -> list[WorkerProcess]:

@@ -13,8 +13,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from runtime.scripts import Direct, Key, Queue, Runner, Script, ScriptRequest
 from services.booking.pipeline import AutoPipeline
-from shared.scripts import Direct, Key, Queue, Runner, Script, ScriptRequest
 
 
 async def test_concurrent_callers_each_get_their_own_reply(redis: Redis) -> None:

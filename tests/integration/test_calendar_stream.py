@@ -14,13 +14,13 @@ import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from runtime.redis import as_text
 from services.calendar.service import MAX_SLOTS
 from services.chat.toolbus import ToolBus
 from shared import streams
 from shared.domain import BusyImported, CalendarDirectory, CalendarSaved, FreeSlots
 from shared.keys import TenantKeys
 from shared.messages import Envelope, MessageType, Reply
-from shared.redis import as_text
 from shared.settings import Settings
 from shared.tools import MAX_ICS_CHARS
 from testkit.calendar_days import BERLIN, at, next_weekday

@@ -11,6 +11,7 @@ import uuid
 
 from redis.asyncio import Redis
 
+from runtime.redis import ensure_groups
 from shared import streams
 from testkit.booking_data import Replies, command, publish
 from testkit.worker_processes import WorkerProcess
@@ -25,7 +26,7 @@ async def consumers(redis: Redis) -> dict[str, int]:
 async def test_dead_consumers_have_their_entries_claimed_then_are_removed_but_live_ones_stay(
     redis_url: str, redis: Redis
 ) -> None:
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     reply_to = f"replies:ghosts-{uuid.uuid4().hex[:6]}"
     held = [
         command("list_my_bookings", {"include_past": False}, user=f"u{i}", conversation=f"c{i}", reply_to=reply_to)

@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
+from runtime.redis import connect, ensure_groups
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
 from services.chat.toolbus import ToolBus
 from shared import streams
 from shared.keys import TenantKeys
 from shared.messages import DomainError, Envelope, Reply, utcnow
-from shared.redis import connect
 from shared.tools import BookMeeting
 from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at
 from testkit.worker_processes import WorkerProcess
@@ -39,7 +39,7 @@ Spawn = Callable[..., Awaitable[list[WorkerProcess]]]
 
 @pytest.fixture
 async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     started: list[WorkerProcess] = []
 
     async def start(count: int = 1, **env: str | int) -> list[WorkerProcess]:

@@ -16,6 +16,7 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
+from runtime.redis import ensure_groups
 from services.booking.events import event_id
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
@@ -42,7 +43,7 @@ Spawn = Callable[[str, int], Awaitable[list[WorkerProcess]]]
 
 @pytest.fixture
 async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
-    await streams.ensure_groups(redis)
+    await ensure_groups(redis)
     started: list[WorkerProcess] = []
 
     async def start(module: str, count: int) -> list[WorkerProcess]:

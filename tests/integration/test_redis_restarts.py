@@ -19,11 +19,11 @@ from typing import Literal
 import pytest
 from redis.asyncio import Redis
 
+from runtime.redis import connect, ensure_groups
 from services.chat.toolbus import ToolBus
 from shared import streams
 from shared.keys import TenantKeys
 from shared.messages import Envelope
-from shared.redis import connect
 from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, slot_at, stream_entries
 from testkit.redis_server import RedisServer
 from testkit.worker_processes import WorkerProcess
@@ -65,7 +65,7 @@ async def requests(redis: Redis, room: str, first: int, count: int, reply_to: st
 async def test_after_a_redis_restart_mid_load_the_first_command_succeeds(
     server: RedisServer, admin: Redis, how: Literal["shutdown", "kill"]
 ) -> None:
-    await streams.ensure_groups(admin)
+    await ensure_groups(admin)
     (room,) = await put_rooms(admin, 1)
     worker = WorkerProcess("services.booking", server.url, f"restart-{uuid.uuid4().hex[:6]}", BLOCK_MS=100).start()
     chat = connect(server.url)
@@ -104,7 +104,7 @@ async def test_after_a_redis_restart_mid_load_the_first_command_succeeds(
 async def test_a_dead_letter_that_cannot_be_stored_leaves_its_entry_pending_until_it_can(
     server: RedisServer, admin: Redis
 ) -> None:
-    await streams.ensure_groups(admin)
+    await ensure_groups(admin)
     worker = WorkerProcess(
         "services.booking",
         server.url,

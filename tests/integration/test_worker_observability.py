@@ -22,11 +22,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from runtime.logs import JsonFormatter
+from runtime.worker import Handled, StreamWorker
 from shared import streams
-from shared.logs import JsonFormatter
 from shared.messages import Envelope, Reply
 from shared.settings import Settings
-from shared.worker import Handled, StreamWorker
 from testkit.booking_data import Replies, book_payload, command, offer, publish, put_rooms, slot_at
 from testkit.serving import free_port
 from testkit.system import make_settings, running_workers
@@ -76,7 +76,7 @@ def json_logs() -> Iterator[JsonLines]:
     capture = JsonLines()
     handler = logging.StreamHandler(capture.buffer)
     handler.setFormatter(JsonFormatter())
-    loggers = [logging.getLogger("shared.worker"), log]
+    loggers = [logging.getLogger("runtime.worker"), log]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.asyncapi import document
+from shared.asyncapi import document
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
 
 def test_published_asyncapi_matches_the_code() -> None:
-    assert json.loads(PUBLISHED.read_text()) == document(), (
-        "regenerate: python -m services.asyncapi > docs/asyncapi.json"
-    )
+    assert json.loads(PUBLISHED.read_text()) == document(), "regenerate: python -m shared.asyncapi > docs/asyncapi.json"
 
 
 def test_asyncapi_documents_every_stream_with_the_envelope_schema() -> None:

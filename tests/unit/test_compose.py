@@ -34,10 +34,9 @@ WORKERS = ("calendar", "booking")
 def env_read_by_code() -> set[str]:
     """Variables that the code reads straight from os.environ (outside the Settings classes)."""
     found: set[str] = set()
-    for path in [*ROOT.glob("services/**/*.py"), *ROOT.glob("shared/**/*.py")]:
-        if path.name == "runner.py":
-            continue  # the runner sets variables for its children; it is not run in a container
-        found |= set(re.findall(r"os\.environ(?:\.get\(|\[)\"([A-Z_]+)\"", path.read_text()))
+    for folder in ("services", "shared", "runtime"):  # what the image holds (devtools/ is not in it)
+        for path in ROOT.glob(f"{folder}/**/*.py"):
+            found |= set(re.findall(r"os\.environ(?:\.get\(|\[)\"([A-Z_]+)\"", path.read_text()))
     return found
 
 

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from services.demo import ChatReply, next_weekday, pick_slot, spoken_day
+from devtools.demo import ChatReply, next_weekday, pick_slot, spoken_day
 from testkit.calendar_days import BERLIN, at
 
 DAY = date(2026, 11, 27)

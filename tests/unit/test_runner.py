@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from devtools.runner import NOISE, Ports, choose_model, describe, free_ports, local_model_env, plan
 from services.model.settings import MODEL_ID
-from services.runner import NOISE, Ports, choose_model, describe, free_ports, local_model_env, plan
 from shared.settings import Settings
 
 

@@ -9,14 +9,14 @@ from typing import ClassVar
 
 import pytest
 
+import runtime.offers
+import runtime.outcomes
 import services.booking.scripts
 import services.calendar.store
 import services.chat.access
 import services.chat.approvals
 import services.chat.replay
-import shared.offers
-import shared.outcomes
-from shared.scripts import INCLUDE, Entry, Key, Script, ScriptRequest, contract_of
+from runtime.scripts import INCLUDE, Entry, Key, Script, ScriptRequest, contract_of
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = (
@@ -25,8 +25,8 @@ MODULES = (
     services.chat.access,
     services.chat.approvals,
     services.chat.replay,
-    shared.offers,
-    shared.outcomes,
+    runtime.offers,
+    runtime.outcomes,
 )
 
 
@@ -47,7 +47,7 @@ def test_a_request_has_the_fields_its_script_header_names_in_order(request_type:
 
 def test_every_script_has_a_request_and_every_library_is_included() -> None:
     scripts = {r.SCRIPT.path.resolve() for r in requests()}
-    lua = {p.resolve() for folder in ("services", "shared") for p in (ROOT / folder).rglob("*.lua")}
+    lua = {p.resolve() for folder in ("services", "shared", "runtime") for p in (ROOT / folder).rglob("*.lua")}
     included = {name for p in lua for name in INCLUDE.findall(p.read_text())}
     libraries = {p for p in lua if p.stem in included}
     assert lua - libraries == scripts

@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.calendar import slots
-from services.calendar.slots import SlotQuery
+from shared import slots
 from shared.domain import Calendar, NoSlotReason
+from shared.slots import SlotQuery
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.calendar import slots
-from services.calendar.slots import DAY, Interval, SlotQuery
+from shared import slots
 from shared.domain import WEEKDAYS, Calendar, TimeRange
+from shared.slots import DAY, Interval, SlotQuery
 
 ZONES = ("Europe/Berlin", "America/New_York", "UTC", "Asia/Kolkata", "Australia/Lord_Howe")
 DST_DAYS = {

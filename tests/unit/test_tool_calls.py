@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime.offers import Offered
 from services.chat import tools
 from services.chat.state import ConversationState
 from shared.domain import Booking, CalendarDirectory, CalendarSummary
 from shared.messages import ErrorCode, ToolError
-from shared.offers import Offered
 from shared.tools import ToolArgs
 
 BERLIN = ZoneInfo("Europe/Berlin")

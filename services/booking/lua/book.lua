@@ -4,8 +4,8 @@
 -- KEYS[2] busy: the calendar's busy set (score start, member `end|booking_id|user_id`)
 -- KEYS[3] booking: the booking's JSON
 -- KEYS[4] user_bookings: the user's bookings set
--- KEYS[5] offers: the conversation's offers hash (shared/offers.py)
--- KEYS[6] holds: the calendar's holds set (shared/offers.py)
+-- KEYS[5] offers: the conversation's offers hash (runtime/offers.py)
+-- KEYS[6] holds: the calendar's holds set (runtime/offers.py)
 -- ARGV[1] fingerprint: the request's fingerprint
 -- ARGV[2] attempt: this attempt's token
 -- ARGV[3] deadline_ms: the caller's deadline (epoch ms, 0 = none)

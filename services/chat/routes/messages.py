@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from runtime.logs import bind_log_context
 from services.chat.access import Caller
 from services.chat.deps import ConversationId, IdempotencyKey, Services, caller, scope_conversation
 from services.chat.extract import ExtractRequest, ExtractResponse, extract
@@ -16,7 +17,6 @@ from services.chat.replay import KeyReusedError, Lease, StillRunningError, finge
 from services.chat.schemas import ChatRequest, ChatResponse
 from services.chat.sse import respond, stream_turn
 from services.chat.turn import Turn
-from shared.logs import bind_log_context
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 

@@ -12,10 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.asyncapi import document as asyncapi_document
+from runtime import metrics
+from runtime.redis import as_text
 from services.chat.deps import Services
-from shared import metrics, streams
-from shared.redis import as_text
+from shared import streams
+from shared.asyncapi import document as asyncapi_document
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent.parent / "web" / "index.html"

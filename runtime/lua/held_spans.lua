@@ -1,5 +1,5 @@
 -- The live holds of other conversations as busy intervals (read only), like busy_spans.lua.
--- The request: shared/offers.py HeldSpans.
+-- The request: runtime/offers.py HeldSpans.
 -- KEYS[1..] holds: holds sets
 -- ARGV[1] lo: lowest start (inclusive)
 -- ARGV[2] hi: highest start (exclusive)

@@ -1,5 +1,5 @@
 -- Offers and holds of conversations: the one Lua spelling of their layout, described (and read
--- from Python) in shared/offers.py.
+-- from Python) in runtime/offers.py.
 -- offer(key, calendars, start, duration, expires): record `start` (common to the comma-separated
 -- calendars, `duration` s long) as offered in the conversation whose offers hash is `key`, until
 -- `expires`; returns its reference, the same one when the slot is offered again

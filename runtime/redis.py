@@ -21,8 +21,10 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry as SyncRetry
+
+from shared import streams
 
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
@@ -93,3 +95,17 @@ def sync_connect(url: str) -> sync_redis.Redis:
     return sync_redis.Redis.from_url(
         url, retry=SyncRetry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES), **_options()
     )
+
+
+async def ensure_groups(redis: Redis) -> None:
+    """Create every consumer group at id 0 before anything is published.
+
+    FastStream creates groups at `$` when a subscriber starts, which skips whatever was
+    published before the first worker came up; creating them here at `0` loses nothing.
+    """
+    for stream, group in streams.GROUPS:
+        try:
+            await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise

@@ -1,5 +1,5 @@
 -- The final outcome of a write whose caller stopped waiting (read only).
--- The request: shared/outcomes.py FinalOutcome.
+-- The request: runtime/outcomes.py FinalOutcome.
 -- KEYS[1] idempotency: the command's idempotency hash
 -- ARGV[1] deadline_ms: the command's deadline (epoch ms)
 -- Returns {'wait', ms} while the server's clock is before the deadline, else {'final', fp, result}

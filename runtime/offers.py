@@ -25,34 +25,24 @@ so a hold also blocks a longer or shifted slot that would overlap it; placing a 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, ClassVar, Final, cast
+from typing import ClassVar, cast
 
-from pydantic import StringConstraints
 from redis.asyncio import Redis
 
+from runtime.redis import as_text
+from runtime.scripts import Direct, Key, Keys, Runner, Script, ScriptRequest
 from shared.domain import CalendarSummary
 from shared.keys import TenantKeys
 from shared.messages import DomainError, ErrorCode
-from shared.redis import as_text
-from shared.scripts import Direct, Key, Keys, Runner, Script, ScriptRequest
 
 LUA = Path(__file__).with_name("lua")
 LOOKBACK_S = 2 * 86_400
 """No slot lasts longer than this: holds starting this long before a window may still touch it."""
-
-REF_PATTERN: Final = r"^s[1-9][0-9]{0,5}$"
-REF_IN_TEXT: Final = re.compile(r"\bs[1-9][0-9]{0,5}\b")
-"""A reference written into prose: the leak guard strips it from what the user reads."""
-
-
-SlotRef = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
-"""A slot reference as fetch_free_slots gives it: "s" and a number, unique in the conversation."""
 
 
 def offer_field(calendar_id: str, start: int) -> str:

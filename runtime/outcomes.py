@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Final
 
 from redis.asyncio import Redis
 
+from runtime.scripts import Direct, Key, Script, ScriptRequest
 from shared.keys import TenantKeys
 from shared.messages import Envelope
-from shared.scripts import Direct, Key, Script, ScriptRequest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

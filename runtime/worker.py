@@ -29,7 +29,7 @@ Poison never blocks the group:
   of memory: it stays pending and is dead-lettered later).
 
 Observability: every line logged while an envelope is handled carries its request, conversation,
-correlation and tenant ids (`shared.logs.log_context`); `booking_stream_messages_total` counts
+correlation and tenant ids (`runtime.logs.log_context`); `booking_stream_messages_total` counts
 each handled entry by outcome ("ok", the error code of a typed error reply, "retry" when it stays
 pending, "dead_letter"). With METRICS_PORT set, `observe` serves the process's metrics there and
 keeps the group's pending and lag gauges current.
@@ -61,10 +61,11 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import metrics, streams
-from shared.logs import log_context
+from runtime import metrics
+from runtime.logs import log_context
+from runtime.redis import as_text, sync_connect
+from shared import streams
 from shared.messages import DomainError, Envelope, ErrorCode, Reply, ToolError
-from shared.redis import as_text, sync_connect
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """A scripted booking conversation through the chat HTTP API, printed turn by turn.
 
-    python -m services.demo [--chat-url http://127.0.0.1:8000] [--user alice]
+    python -m devtools.demo [--chat-url http://127.0.0.1:8000] [--user alice]
 
 The user asks when Dr. Lee is free on the next weekday, picks one of the offered slots, answers
 the confirmation question (the response's `pending_action`) with yes, and the demo then reads
@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import BaseModel
 
+from runtime.redis import as_text, connect
 from shared.domain import Booking
 from shared.keys import TenantKeys
-from shared.redis import as_text, connect
 from shared.settings import Settings
 
 CALENDAR_ID = "dr-lee"

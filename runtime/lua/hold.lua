@@ -1,5 +1,5 @@
 -- Hold a proposed slot for one conversation until the user answers (or the hold expires).
--- The request: shared/offers.py PlaceHold.
+-- The request: runtime/offers.py PlaceHold.
 -- KEYS[1..] holds: the holds sets of the slot's calendars
 -- ARGV[1] start: the slot's start (epoch s)
 -- ARGV[2] ends: its end (epoch s)

@@ -9,7 +9,7 @@ order (`..` marks the last entry when it takes all the remaining values):
 
 The loader binds each single entry to its name (`K.idempotency`, `A.fingerprint`), so a body
 never counts positions, and replaces a line `--#include <name>` with the library `<name>.lua`
-(beside the script, else in shared/lua): every script includes a library the same way.
+(beside the script, else in runtime/lua): every script includes a library the same way.
 
 The caller's side of the contract is a `ScriptRequest`: a dataclass beside the script with the
 same fields in the same order, `Key` fields being KEYS and the others ARGV (a tuple field is
@@ -88,7 +88,7 @@ def _bindings(entries: list[Entry]) -> str:
 
 def _expand(source: str, folder: Path, included: set[str]) -> str:
     """The source with each `--#include <name>` replaced by that library (the script's own
-    folder first, then shared/lua), each library once."""
+    folder first, then runtime/lua), each library once."""
 
     def library(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -1,6 +1,6 @@
-"""Start the whole system as local processes (no Docker needed): python -m services.runner
+"""Start the whole system as local processes (no Docker needed): python -m devtools.runner
 
-    python -m services.runner [--model auto|local|none] [--no-demo] [--calendar N] [--booking N]
+    python -m devtools.runner [--model auto|local|none] [--no-demo] [--calendar N] [--booking N]
                               [--metrics-port FIRST]
 
 1. The model: `auto` (default) serves the local model when neither OPENAI_API_KEY nor
@@ -12,7 +12,7 @@
    Prometheus metrics on its own port (METRICS_PORT): the first free ones from `--metrics-port`
    (9100 by default, 0: any free port) on METRICS_HOST (127.0.0.1 by default); the chat serves
    its own at /metrics. The start banner lists them.
-3. A scripted demo conversation through the chat HTTP API (services/demo.py), unless --no-demo.
+3. A scripted demo conversation through the chat HTTP API (devtools/demo.py), unless --no-demo.
 
 Every child's output is shown with its name in front. A worker that dies is restarted, as a
 supervisor would: after 0.5 s, doubling per quick successive death up to 30 s (reset once it
@@ -328,7 +328,7 @@ def install_local_model(stop: threading.Event) -> bool:
 
 
 def run_demo_thread(ports: Ports, settings: Settings, sup: Supervisor) -> threading.Thread:
-    from services.demo import report, run_demo  # imported late: only the demo needs it
+    from devtools.demo import report, run_demo  # imported late: only the demo needs it
 
     def echo(line: str) -> None:
         if not sup.stop.is_set():

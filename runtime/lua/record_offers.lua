@@ -1,6 +1,6 @@
 -- Record the slots of one fetch_free_slots answer as offers of the conversation, and give each
 -- a short reference (the same slot offered again keeps its reference).
--- The request: shared/offers.py RecordOffers.
+-- The request: runtime/offers.py RecordOffers.
 -- KEYS[1] offers: the conversation's offers hash
 -- ARGV[1] expires: the offers' expiry (epoch s)
 -- ARGV[2] key_expires: the hash's expiry (epoch s)

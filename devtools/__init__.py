@@ -1,0 +1,1 @@
+"""Development tools: `make run` (runner.py) and its scripted conversation (demo.py)."""
