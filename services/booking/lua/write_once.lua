@@ -2,13 +2,14 @@
 -- base services/booking/scripts.py WriteOnce, so each has K.idempotency, A.fingerprint,
 -- A.attempt, A.deadline_ms, A.ttl_s, A.result and A.meta. Replies: {status, payload, meta, sequence}.
 --#include clock
+--#include once
 -- answered(): the reply to a command whose key was seen before (its first result; `created`
 -- again when this very attempt wrote it and its client retried; `conflict` when the key came
 -- with another request) or whose deadline has passed (`expired`: nothing changes); nil when
 -- the script goes on to its checks and write
 local function answered()
-  local seen = redis.call('HMGET', K.idempotency, 'fp', 'result', 'meta', 'seq', 'attempt')
-  if seen[1] then
+  local seen = first_record('meta', 'seq', 'attempt')
+  if seen then
     if seen[1] ~= A.fingerprint then return {'conflict', '', '', 0} end
     local status = 'replayed'
     if seen[5] == A.attempt then status = 'created' end
@@ -23,9 +24,7 @@ local function refused(status)
 end
 -- written(sequence): store the first result under the key, and reply with it
 local function written(sequence)
-  redis.call('HSET', K.idempotency, 'fp', A.fingerprint, 'result', A.result, 'meta', A.meta, 'seq', sequence,
-    'attempt', A.attempt)
-  redis.call('EXPIRE', K.idempotency, A.ttl_s)
+  keep_first(A.result, 'meta', A.meta, 'seq', sequence, 'attempt', A.attempt)
   return {'created', A.result, A.meta, sequence}
 end
 -- day_full(busy, day_start, day_end, cap, moving): whether the calendar's day already holds

@@ -10,8 +10,9 @@
 -- ARGV[5] drop_before: blocks starting before this epoch are dropped
 -- ARGV[6..] blocks: flat pairs: start, end
 -- Returns {status, payload}: created -> result json; replayed -> stored result; conflict -> ''
-local seen = redis.call('HMGET', K.idempotency, 'fp', 'result')
-if seen[1] then
+--#include once
+local seen = first_record()
+if seen then
   if seen[1] ~= A.fingerprint then return {'conflict', ''} end
   return {'replayed', seen[2]}
 end
@@ -38,6 +39,5 @@ for i = 6, #ARGV, 2 do
   end
 end
 if #batch > 0 then redis.call('ZADD', K.external, unpack(batch)) end
-redis.call('HSET', K.idempotency, 'fp', A.fingerprint, 'result', A.result)
-redis.call('EXPIRE', K.idempotency, A.ttl_s)
+keep_first(A.result)
 return {'created', A.result}

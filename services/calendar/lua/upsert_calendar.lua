@@ -10,8 +10,9 @@
 -- ARGV[5] if_created: the result json if the calendar is new
 -- ARGV[6] if_replaced: the result json if it replaced one
 -- Returns {status, payload}: created -> result json; replayed -> stored result; conflict -> ''
-local seen = redis.call('HMGET', K.idempotency, 'fp', 'result')
-if seen[1] then
+--#include once
+local seen = first_record()
+if seen then
   if seen[1] ~= A.fingerprint then return {'conflict', ''} end
   return {'replayed', seen[2]}
 end
@@ -19,6 +20,5 @@ local result = A.if_created
 if redis.call('EXISTS', K.calendar) == 1 then result = A.if_replaced end
 redis.call('SET', K.calendar, A.calendar_json)
 redis.call('SADD', K.calendars, A.calendar_id)
-redis.call('HSET', K.idempotency, 'fp', A.fingerprint, 'result', result)
-redis.call('EXPIRE', K.idempotency, A.ttl_s)
+keep_first(result)
 return {'created', result}
