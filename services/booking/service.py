@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from services.booking.events import Change, ChangeMeta
 from services.booking.scripts import BookRequest, CancelRequest, Once, RescheduleRequest
@@ -17,6 +18,17 @@ from shared import slots
 from shared.domain import Booking, BookingList, BookingOutcome, BookingStatus, Calendar
 from shared.messages import DomainError, Envelope, ErrorCode
 from shared.tools import BookMeeting, CancelBooking, ListMyBookings, RescheduleBooking
+
+
+class Begun(NamedTuple):
+    """What a book or reschedule knows once it has begun (BookingService._begin)."""
+
+    now_at: datetime
+    now: int
+    fingerprint: str
+    wanted: datetime
+    pre: Prefetched
+    calendar: Calendar
 
 
 class BookingService:
@@ -76,11 +88,13 @@ class BookingService:
         )
 
     async def _begin(
-        self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None, fingerprint: str
-    ) -> Change | tuple[datetime, Prefetched]:
-        """A write's first step: the start it names and what the store holds for it, or, for a
-        command that ran before, its stored result (also when its slot no longer resolves: a
-        retry after success gets its answer, not an error)."""
+        self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None
+    ) -> Change | Begun:
+        """A write's first step: the clock, the start it names, what the store holds for it and
+        its calendar; or, for a command that ran before, its stored result (also when its slot no
+        longer resolves: a retry after success gets its answer, not an error)."""
+        now_at = self.clock.now(UTC)
+        fingerprint = envelope.payload_fingerprint()
         try:
             wanted = await self._offered(envelope, calendar_id, ref, start)
         except DomainError:
@@ -93,18 +107,15 @@ class BookingService:
         )
         if pre.stored is not None:
             return _stored_change(pre.stored, fingerprint)
-        return wanted, pre
+        calendar = _known(pre.calendar, calendar_id)
+        return Begun(now_at, slots.epoch(now_at), fingerprint, wanted, pre, calendar)
 
     async def book(self, envelope: Envelope, args: BookMeeting) -> Change:
         """Book an offered slot for the caller."""
-        now_at = self.clock.now(UTC)
-        now = slots.epoch(now_at)
-        fingerprint = envelope.payload_fingerprint()
-        begun = await self._begin(envelope, args.calendar_id, args.slot_ref, args.start, fingerprint)
+        begun = await self._begin(envelope, args.calendar_id, args.slot_ref, args.start)
         if isinstance(begun, Change):
             return begun
-        wanted, pre = begun
-        calendar = _known(pre.calendar, args.calendar_id)
+        now_at, now, fingerprint, wanted, pre, calendar = begun
         minutes = args.duration_minutes or calendar.slot_minutes
         day = self._check_bookable(calendar, wanted, minutes, pre.external, now)
         start = wanted.astimezone(UTC)
@@ -167,14 +178,10 @@ class BookingService:
 
     async def reschedule(self, envelope: Envelope, args: RescheduleBooking) -> Change:
         """Move one of the caller's upcoming bookings to an offered slot, atomically."""
-        now_at = self.clock.now(UTC)
-        now = slots.epoch(now_at)
-        fingerprint = envelope.payload_fingerprint()
-        begun = await self._begin(envelope, args.calendar_id, args.new_slot_ref, args.new_start, fingerprint)
+        begun = await self._begin(envelope, args.calendar_id, args.new_slot_ref, args.new_start)
         if isinstance(begun, Change):
             return begun
-        wanted, pre = begun
-        calendar = _known(pre.calendar, args.calendar_id)
+        now_at, now, fingerprint, wanted, pre, calendar = begun
         current = await self._own_booking(envelope, args.calendar_id, args.start, now)
         old = current.booking
         minutes = int((old.end - old.start).total_seconds() // 60)
