@@ -1,4 +1,5 @@
-"""Booking worker throughput and command -> reply latency with 1 and 2 worker processes.
+"""Booking worker throughput and command -> reply latency with 1 and 2 worker processes
+(over 300 lines: our workers and the plain redis-py floor must be driven the same way in one run).
 
 Run: .venv/bin/python -m bench.booking_throughput [--commands 20000] [--rate 1000] [--workers 1,2]
      [--appendfsync everysec|always|no] [--redis-url URL]

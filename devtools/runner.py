@@ -1,4 +1,6 @@
 """Start the whole system as local processes (no Docker needed): python -m devtools.runner
+(over 300 lines: one supervisor of several processes: start order, readiness, restarts with
+backoff, log prefixes and the stop of all on Ctrl-C belong together)
 
     python -m devtools.runner [--model auto|local|none] [--no-demo] [--calendar N] [--booking N]
                               [--metrics-port FIRST]

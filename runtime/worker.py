@@ -1,5 +1,10 @@
 """The consuming side of a stream, shared by the calendar and booking workers.
 
+One module, over 300 lines, because its parts share one consumer group's state and one
+contract (ack only after the effect): the reader, the reclaimer, the dead-letter path and the
+heartbeat read and change the same pending entries; split apart they would have to agree on it
+by convention.
+
 Each worker runs two loops of its own on plain redis-py (no FastStream subscriber: its
 per-message wrappers cost more than the Redis work, see docs/performance.md):
 * the reader: XREADGROUP a batch of new entries, handle them concurrently, store replies and

@@ -1,4 +1,5 @@
-"""Runs scenarios through the real services and scores each run.
+"""Runs scenarios through the real services and scores each run (over 300 lines: one run's
+set-up, conversation, end-state reading and scoring share the run's context).
 
 Per run: flush the harness's Redis database, seed the scenario's calendars, start a calendar
 worker, a booking worker and the chat API in this process (testkit/system.py), create

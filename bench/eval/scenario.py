@@ -1,4 +1,5 @@
-"""Scenario files: the model of one scenario, its loader, relative dates and `{{var}}` templates.
+"""Scenario files: the model of one scenario, its loader, relative dates and `{{var}}` templates
+(over 300 lines: the file format is one schema, and its date and template rules are part of it).
 
 A scenario is data (YAML or JSON): who the user is, what the calendars hold before the
 conversation, what the user says (or the goal of a simulated user), what the end state in

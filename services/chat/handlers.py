@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from runtime import metrics
 from runtime.offers import SlotHolds
-from services.chat import facts, proposals
+from services.chat import facts, grounding, proposals
 from services.chat import tools as chat_tools
 from services.chat.approvals import Approvals, Command, PendingAction, StoredAction
 from services.chat.conversations import Message
-from services.chat.state import BookingChoice, ConversationState, slot_label, when
+from services.chat.state import ConversationState, slot_label, when
 from services.chat.toolbus import ToolBus
 from services.chat.tools import BookMeetingCall, CancelBookingCall, ChatTool, FetchFreeSlotsCall, RescheduleBookingCall
 from services.chat.turn import Progress, Turn
@@ -94,7 +92,7 @@ class Handlers:
         )
         if listing.error is None and listing.result is not None:
             state.bookings = state.booking_choices(BookingList.model_validate(listing.result).bookings)
-        state.moving = _moving(history, state)
+        state.moving = grounding.moving(history, state)
         return state
 
     async def refresh_offers(self, turn: Turn, state: ConversationState) -> None:
@@ -107,8 +105,8 @@ class Handlers:
         await progress.activity(tool.activity)
         match parsed:
             case FetchFreeSlotsCall():
-                parsed = _grounded(parsed, progress.words, progress.state)
-                if _already_offered(progress.state, parsed) and "book_meeting" not in progress.forced_once:
+                parsed = grounding.grounded(parsed, progress.words, progress.state)
+                if grounding.already_offered(progress.state, parsed) and "book_meeting" not in progress.forced_once:
                     # the user answers a list of free times ("the earliest"): the state leaves one call
                     progress.forced_once.add("book_meeting")
                     progress.force = "book_meeting"
@@ -141,7 +139,7 @@ class Handlers:
         names = " and ".join(c.name for c in calendars) or "The calendar"
         zone = ZoneInfo(calendars[0].timezone) if calendars else ZoneInfo("UTC")
         listing = facts.free_times(names, result, zone)
-        if call.preferred_time is None or not calendars or not _hour_written(turn.text, call.preferred_time):
+        if call.preferred_time is None or not calendars or not grounding.hour_written(turn.text, call.preferred_time):
             return view, listing  # a time the user did not write (the model made "afternoon" 14:00) is no wish
         wanted = next((s for s in result.slots if f"{s.start:%H:%M}" == call.preferred_time), None)
         if wanted is None:
@@ -290,64 +288,6 @@ def _free_view(result: FreeSlots, calendars: tuple[CalendarSummary, ...]) -> str
     if result.next_available is not None:
         view["next_available"] = slot_label(calendars, result.next_available.start)
     return json.dumps(view)
-
-
-def _numbers(text: str) -> set[int]:
-    return {int(n) for n in re.findall(r"(?<!\d)(\d{1,3})(?!\d)", text)}
-
-
-def _hour_written(text: str, hhmm: str) -> bool:
-    """Whether the user's message holds the hour of the time the model read from it (as 10, 10:30,
-    3 pm for 15:00, "10h", "10 Uhr"): the model's reading is checked against the words, it is not
-    taken on trust."""
-    hour = int(hhmm[:2])
-    numbers = _numbers(text)
-    return hour in numbers or (hour % 12 or 12) in numbers
-
-
-def _grounded(call: FetchFreeSlotsCall, said: str, state: ConversationState) -> FetchFreeSlotsCall:
-    """The model's fetch, held to what the state and the user's words support: a move searches
-    the booking's own calendar for its own length; a length counts only if the user wrote it (in
-    minutes, or hours for whole hours), else the calendar's default (a small model fills in 45 or
-    60 unasked, and the calendar then refuses or offers the wrong length)."""
-    moving = state.booking(call.move_booking) if call.move_booking else None
-    if moving is not None:
-        length = int((moving.booking.end - moving.booking.start).total_seconds() // 60)
-        return call.model_copy(update={"calendar_ids": [moving.booking.calendar_id], "duration_minutes": length})
-    minutes, numbers = call.duration_minutes, _numbers(said)
-    if minutes is not None and not (minutes in numbers or (minutes % 60 == 0 and minutes // 60 in numbers)):
-        minutes = None
-    return call.model_copy(update={"move_booking": None, "duration_minutes": minutes})
-
-
-def _moving(history: list[Message], state: ConversationState) -> BookingChoice | None:
-    """The booking the latest free-times check of this conversation was made to move, while it
-    stands as it was then and those offers live (the call's own arguments, read back from the
-    stored conversation; a later check without a move ends it)."""
-    if not state.slots:
-        return None
-    for message in reversed(history):
-        for call in reversed(message.get("tool_calls") or []):
-            function = call.get("function") or {}
-            if function.get("name") != "fetch_free_slots":
-                continue
-            try:
-                label = json.loads(function.get("arguments") or "{}").get("move_booking")
-            except (json.JSONDecodeError, AttributeError):
-                return None
-            return state.booking(label) if isinstance(label, str) else None
-    return None
-
-
-def _already_offered(state: ConversationState, call: FetchFreeSlotsCall) -> bool:
-    """A fetch without a wanted time or a booking to move, whose every day already holds live
-    offers of exactly these calendars in this conversation (asking again lists the same)."""
-    if call.preferred_time is not None or call.move_booking is not None or not state.slots:
-        return False  # without live offers book_meeting is not offered: nothing to send the model to
-    wanted = tuple(call.calendar_ids)
-    days = {s.start.date() for s in state.slots if s.offer.calendar_ids == wanted}
-    span = (call.date_to - call.date_from).days + 1
-    return 0 < span <= 7 and all(call.date_from + timedelta(days=i) in days for i in range(span))
 
 
 def _timed_out(reply: Reply, what: str) -> str | None:

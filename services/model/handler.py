@@ -1,4 +1,9 @@
-"""Our tool-calling chat handler: OpenAI request → ChatML prompt + grammar → OpenAI response."""
+"""Our tool-calling chat handler: OpenAI request → ChatML prompt + grammar → OpenAI response.
+
+Over 300 lines because it is the one place where the OpenAI protocol's choices (tool_choice
+none / auto / required / named / allowed_tools, response_format, streaming, the retry when a
+model narrates instead of calling) meet the grammar: each case is a few lines, and they must agree.
+"""
 
 from __future__ import annotations
 
