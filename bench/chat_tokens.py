@@ -26,8 +26,8 @@ from contextlib import AsyncExitStack
 from statistics import mean
 
 from bench.eval import scenario
-from bench.eval.__main__ import _redis_url
-from bench.eval.harness import Endpoint, Harness, RunResult
+from bench.eval.__main__ import open_harness
+from bench.eval.harness import RunResult
 from services.chat import tools as chat_tools
 from services.chat.state import ConversationState
 from shared.domain import CalendarDirectory
@@ -109,20 +109,7 @@ def table(data: list[dict[str, object]]) -> str:
 async def main(args: argparse.Namespace) -> int:
     scenarios = scenario.load(args.scenarios)
     async with AsyncExitStack() as stack:
-        if args.private_redis:
-            from testkit.redis_server import private_redis
-
-            redis_url = stack.enter_context(private_redis(None))
-        else:
-            redis_url = _redis_url(args.redis_url, args.redis_db)
-        if args.scripted:
-            from testkit.scripted_model import ScriptedModel
-
-            model = await stack.enter_async_context(ScriptedModel())
-            harness = Harness(redis_url, script=model)
-        else:
-            harness = Harness(redis_url, endpoint=Endpoint(args.base_url, args.model, args.api_key))
-        await stack.enter_async_context(harness)
+        harness = await open_harness(stack, args)
 
         def progress(r: RunResult) -> None:
             state = "booked" if r.success and r.bookings_created else "FAILED: " + "; ".join(r.failures)[:200]

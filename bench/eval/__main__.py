@@ -87,6 +87,29 @@ def _progress(verbose: bool, path: Path, meta: dict[str, object]) -> Callable[[R
     return show
 
 
+async def open_harness(
+    stack: AsyncExitStack, args: argparse.Namespace, *, user: Endpoint | None = None, force_flush: bool = False
+) -> Harness:
+    """The harness a command line asks for, entered on the stack: a private or the given Redis,
+    and the scenarios' scripted model or the model endpoint (and the simulated user's)."""
+    if args.private_redis:
+        from testkit.redis_server import private_redis
+
+        redis_url = stack.enter_context(private_redis(None))
+    else:
+        redis_url = _redis_url(args.redis_url, args.redis_db)
+    if args.scripted:
+        from testkit.scripted_model import ScriptedModel
+
+        model = await stack.enter_async_context(ScriptedModel())
+        harness = Harness(redis_url, script=model, force_flush=force_flush)
+    else:
+        endpoint = Endpoint(args.base_url, args.model, args.api_key, getattr(args, "temperature", None))
+        harness = Harness(redis_url, endpoint=endpoint, user_endpoint=user, force_flush=force_flush)
+    await stack.enter_async_context(harness)
+    return harness
+
+
 async def main(args: argparse.Namespace) -> int:
     scenarios = scenario.load(args.scenarios)
     if args.tag:
@@ -104,22 +127,8 @@ async def main(args: argparse.Namespace) -> int:
         print("no scenario selected")
         return 2
     async with AsyncExitStack() as stack:
-        if args.private_redis:
-            from testkit.redis_server import private_redis
-
-            redis_url = stack.enter_context(private_redis(None))
-        else:
-            redis_url = _redis_url(args.redis_url, args.redis_db)
-        if args.scripted:
-            from testkit.scripted_model import ScriptedModel
-
-            model = await stack.enter_async_context(ScriptedModel())
-            harness = Harness(redis_url, script=model, force_flush=args.force_flush)
-        else:
-            endpoint = Endpoint(args.base_url, args.model, args.api_key, args.temperature)
-            user = Endpoint(args.user_base_url or args.base_url, args.user_model or args.model, args.api_key, None)
-            harness = Harness(redis_url, endpoint=endpoint, user_endpoint=user, force_flush=args.force_flush)
-        await stack.enter_async_context(harness)
+        user = Endpoint(args.user_base_url or args.base_url, args.user_model or args.model, args.api_key, None)
+        harness = await open_harness(stack, args, user=user, force_flush=args.force_flush)
         path = args.report or Path("artifacts/eval") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
         meta: dict[str, object] = {
             "started_at": now_iso(),
@@ -128,7 +137,7 @@ async def main(args: argparse.Namespace) -> int:
             "model": "scripted" if args.scripted else args.model,
             "user_model": None if args.scripted else (args.user_model or args.model),
             "k": args.k,
-            "redis": "private" if args.private_redis else redis_url,
+            "redis": "private" if args.private_redis else harness.redis_url,
             "commit": _git_commit(),
             "scenarios": [s.name for s in scenarios],
         }
