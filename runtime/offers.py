@@ -5,6 +5,8 @@ conversations' holds as busy), the chat service (reads the live offers it lets t
 from; holds the one slot a proposal names while the user decides) and the booking worker
 (resolves a slot reference; its write scripts check the offer and the holds through
 lua/offers.lua, the Lua side of this module). Who owns which key: docs/decisions/key-ownership.md.
+Just over 300 lines because it is the one owner: the key layout, its parsing and the request
+objects of its three scripts stay together, so a change to the layout is one file (and its Lua).
 
 Offers: one hash per conversation (`TenantKeys.offers`), so any chat replica or worker can check it:
 - `<calendar_id>|<start epoch>` -> expiry (epoch s): the field the booking scripts check;
