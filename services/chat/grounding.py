@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 
 from services.chat.conversations import Message
@@ -42,7 +43,7 @@ def grounded(call: FetchFreeSlotsCall, said: str, state: ConversationState) -> F
     return call.model_copy(update={"move_booking": None, "duration_minutes": minutes})
 
 
-def moving(history: list[Message], state: ConversationState) -> BookingChoice | None:
+def moving(history: Sequence[Message], state: ConversationState) -> BookingChoice | None:
     """The booking the latest free-times check of this conversation was made to move, while it
     stands as it was then and those offers live (the call's own arguments, read back from the
     stored conversation; a later check without a move ends it)."""

@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -82,9 +83,9 @@ class Handlers:
             self._directories[turn.tenant_id] = (time.monotonic(), directory)
         return directory
 
-    async def state(self, turn: Turn, history: list[Message]) -> ConversationState:
+    async def state(self, turn: Turn, history: Sequence[Message] = ()) -> ConversationState:
         """The calendars, this conversation's live offers, the user's upcoming bookings, and the
-        booking the user is moving."""
+        booking the user is moving (read from the conversation's `history`)."""
         state = ConversationState(await self.directory(turn))
         await self.refresh_offers(turn, state)
         listing = await self.request(

@@ -107,8 +107,7 @@ class Assistant:
         stored = await self.approvals.load(turn.tenant_id, action_id)
         if owner != (turn.user_id, turn.conversation_id) or stored is None:
             return "missing"
-        history = await self.conversations.history(turn.tenant_id, turn.conversation_id)
-        progress = Progress(await self.handlers.state(turn, history))
+        progress = Progress(await self.handlers.state(turn))  # runs the stored command: no move to read
         status: Status = "executing" if approve else "declined"
         moved = await self.approvals.transition(turn.tenant_id, turn.user_id, turn.conversation_id, action_id, status)
         if moved != "ok":

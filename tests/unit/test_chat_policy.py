@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
-from runtime.offers import Offered
 from services.chat import checks, consent, facts, grounding, proposals
 from services.chat.approvals import PendingAction
 from services.chat.state import ConversationState
 from services.chat.tools import Answer, FetchFreeSlotsCall
 from services.chat.turn import Progress
-from shared.domain import Booking, BookingOutcome, CalendarDirectory, CalendarSummary
+from shared.domain import Booking, BookingOutcome, CalendarDirectory
+from testkit.chat_state import BERLIN, LEE, booking, conversation_state
 
-BERLIN = ZoneInfo("Europe/Berlin")
-LEE = CalendarSummary(
-    calendar_id="dr-lee",
-    name="Dr. Lee",
-    timezone="Europe/Berlin",
-    weekly_hours={},
-    slot_minutes=30,
-    require_confirmation=True,
-)
 DAY = date(2026, 12, 1)
 
 
@@ -33,26 +23,12 @@ def _at(hhmm: str) -> datetime:
     return datetime(DAY.year, DAY.month, DAY.day, hour, minute, tzinfo=BERLIN)
 
 
-def _booking(hhmm: str, minutes: int = 30) -> Booking:
-    start = _at(hhmm).astimezone(UTC)
-    return Booking(
-        booking_id="b1",
-        tenant_id="demo",
-        calendar_id="dr-lee",
-        user_id="alice",
-        attendee_name="Alice Smith",
-        start=start,
-        end=start + timedelta(minutes=minutes),
-        created_at=start - timedelta(days=1),
-    )
+def _booking(hhmm: str) -> Booking:
+    return booking(_at(hhmm))
 
 
 def _state(offered: tuple[str, ...] = (), booked: tuple[str, ...] = ()) -> ConversationState:
-    state = ConversationState(CalendarDirectory(calendars=[LEE]))
-    offers = [Offered(f"s{i + 1}", int(_at(t).timestamp()), 1800, ("dr-lee",)) for i, t in enumerate(offered)]
-    state.slots = state.slot_choices(offers)
-    state.bookings = state.booking_choices([_booking(t) for t in booked])
-    return state
+    return conversation_state([_at(t) for t in offered], [_at(t) for t in booked])
 
 
 def _action(kind: str = "book", hhmm: str = "10:00", participants: tuple[str, ...] = ()) -> PendingAction:

@@ -4,51 +4,26 @@ models, and whatever arguments a model sends, parsing returns a call or a typed 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.offers import Offered
 from services.chat import tools
 from services.chat.state import ConversationState
-from shared.domain import Booking, CalendarDirectory, CalendarSummary
 from shared.messages import ErrorCode, ToolError
 from shared.tools import ToolArgs
+from testkit.chat_state import BERLIN, conversation_state
 
-BERLIN = ZoneInfo("Europe/Berlin")
-LEE = CalendarSummary(
-    calendar_id="dr-lee",
-    name="Dr. Lee",
-    timezone="Europe/Berlin",
-    weekly_hours={},
-    slot_minutes=30,
-    require_confirmation=True,
-)
 TEN = datetime(2026, 12, 1, 10, 0, tzinfo=BERLIN)
 
 
 def state(offers: int = 0, bookings: int = 0) -> ConversationState:
-    s = ConversationState(CalendarDirectory(calendars=[LEE]))
-    start = int(TEN.timestamp())
-    s.slots = s.slot_choices([Offered(f"s{i + 1}", start + i * 1800, 1800, ("dr-lee",)) for i in range(offers)])
-    s.bookings = s.booking_choices(
-        [
-            Booking(
-                booking_id=f"b{i}",
-                tenant_id="demo",
-                calendar_id="dr-lee",
-                user_id="alice",
-                attendee_name="A",
-                start=datetime.fromtimestamp(start + 86400 + i * 3600, BERLIN),
-                end=datetime.fromtimestamp(start + 86400 + i * 3600 + 1800, BERLIN),
-                created_at=TEN,
-            )
-            for i in range(bookings)
-        ]
+    """Offers every 30 minutes from 10:00, bookings every hour from 10:00 the next day."""
+    return conversation_state(
+        offered=[TEN + timedelta(minutes=30 * i) for i in range(offers)],
+        booked=[TEN + timedelta(days=1, hours=i) for i in range(bookings)],
     )
-    return s
 
 
 def names(offer: tools.Offer) -> set[str]:
