@@ -12,8 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from services.model.handler import BadRequest, ChatHandler, ModelOutputError
+from services.model.handler import ChatHandler, ModelOutputError
 from services.model.llamacpp import LlamaUnavailable
+from services.model.request import BadRequest
 from services.model.runtime import ModelUnavailable, Runtime
 from services.model.schemas import (
     ChatCompletionRequest,

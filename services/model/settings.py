@@ -31,7 +31,7 @@ class ModelSettings(BaseSettings):
     max_tokens: int = Field(default=1024, ge=1)
     # Checked at every load: the file is 1.1 GB and hashing it takes ~2 s, a third of a load.
     verify_hash: bool = True
-    # Second passes for two quirks of the small model (handler.second_pass): answer in text
+    # Second passes for two quirks of the small model (quirks.second_pass): answer in text
     # when it repeats a call whose result it was just given; make the call when it only
     # names the tool in a text reply.
     repeat_guard: bool = True
