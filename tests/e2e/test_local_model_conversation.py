@@ -21,7 +21,7 @@ from shared.settings import Settings
 from testkit.system import launch, make_settings
 from tests.model.conftest import shared_local_model
 
-pytestmark = pytest.mark.local_model
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(900)]  # loading the model alone can take minutes under load
 
 MARKERS = ("BOOKING_CONFIRMATION", "{", "}", "fetch_free_slots", "book_meeting", "calendar_id", "dr-lee", "<", "`")
 

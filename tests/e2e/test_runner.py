@@ -232,6 +232,7 @@ async def test_a_booking_through_the_runners_processes_moves_the_chat_and_worker
 
 
 @pytest.mark.local_model
+@pytest.mark.timeout(900)
 async def test_without_a_key_the_runner_serves_the_local_model_and_the_demo_books_a_slot(redis_url: str) -> None:
     problem = real_model_problem()
     if problem is not None:

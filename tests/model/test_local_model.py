@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from tests.model.conftest import complete, only_call, stream
 from tests.model.test_grammar import FETCH
 
-pytestmark = pytest.mark.local_model
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(900)]  # loading the model alone can take minutes under load
 
 SYSTEM = (
     "You book appointments. Today is Tuesday 2026-11-24, time zone Europe/Berlin (+01:00). "
