@@ -93,9 +93,10 @@ Rows = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 @dataclass(frozen=True, slots=True)
 class Handled:
-    """What a handler produced: the reply, and events to publish with it."""
+    """What a handler produced: the reply (a Reply, or the JSON of a successful one, see
+    `Reply.ok_json`), and events to publish with it."""
 
-    reply: Reply
+    reply: Reply | str
     events: Sequence[tuple[str, str]] = field(default_factory=tuple)
 
 
@@ -129,9 +130,9 @@ def envelope_log_context(envelope: Envelope) -> contextlib.AbstractContextManage
     )
 
 
-def outcome_label(reply: Reply) -> str:
+def outcome_label(reply: Reply | str) -> str:
     """The `outcome` label of a handled entry: "ok" or the error code of its reply."""
-    return "ok" if reply.error is None else reply.error.code.value
+    return "ok" if isinstance(reply, str) or reply.error is None else reply.error.code.value
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -454,12 +455,9 @@ class StreamWorker:
             first = len(pipe)
             for stream, data in outcome.events:
                 pipe.xadd(stream, {streams.DATA_FIELD: data}, maxlen=EVENTS_MAXLEN, approximate=True)
-            pipe.xadd(
-                envelope.reply_to,
-                {streams.DATA_FIELD: outcome.reply.model_dump_json()},
-                maxlen=REPLY_MAXLEN,
-                approximate=True,
-            )
+            reply = outcome.reply
+            data = reply if isinstance(reply, str) else reply.model_dump_json()
+            pipe.xadd(envelope.reply_to, {streams.DATA_FIELD: data}, maxlen=REPLY_MAXLEN, approximate=True)
             written.append((entry_id, envelope, outcome_label(outcome.reply), first, len(pipe)))
         if not written:
             return

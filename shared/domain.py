@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from datetime import date, time
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -44,10 +44,27 @@ def _check_zone(name: str) -> str:
 TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
 
 
-@lru_cache(maxsize=4096)
+PLAIN_EMAIL: Final = re.compile(
+    r"(?P<local>[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*)@(?:[a-z0-9]+(?:-[a-z0-9]+)*\.)+(?P<tld>[a-z]{2,63})"
+)
+"""The common case: an ASCII dot-atom local part at a lower-case host name. email_validator
+accepts every such address (within the length limits and outside its special-use names) and
+returns it unchanged; tests/unit/test_email_fast_path.py checks that property against it."""
+_SPECIAL_USE: Final = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
 def _check_email(address: str) -> str:
-    """pydantic's own e-mail check (normalised address), cached: the same few addresses come
-    back in every booking, and the check was a tenth of a booking worker's CPU."""
+    """pydantic's own e-mail check (normalised address). A plain address is recognised by one
+    regex: the full check costs ~35 µs, a tenth of a booking worker's CPU per participant."""
+    plain = PLAIN_EMAIL.fullmatch(address)
+    if (
+        plain is not None
+        and len(address) <= 254
+        and len(plain["local"]) <= 64
+        and all(len(label) <= 63 for label in address[plain.end("local") + 1 :].split("."))
+        and plain["tld"] not in _SPECIAL_USE
+    ):
+        return address
     return validate_email(address)[1]
 
 

@@ -102,6 +102,14 @@ class Reply(BaseModel):
     result: dict[str, Any] | None = None
     error: ToolError | None = None
 
+    @staticmethod
+    def ok_json(envelope: Envelope, result_json: str) -> str:
+        """The JSON of `Reply(result=...)` for `envelope`, with a result that is already JSON
+        spliced in as it is (a worker that holds its result as JSON does not parse and dump it
+        again; tests/unit/test_reply_json.py checks it against the model's own JSON)."""
+        head = Reply(correlation_id=envelope.correlation_id, message_id=envelope.message_id, type=envelope.type)
+        return f'{head.model_dump_json(exclude={"result", "error"})[:-1]},"result":{result_json},"error":null}}'
+
 
 class DomainError(Exception):
     """Raised by service logic for an expected, typed failure that becomes an error reply."""

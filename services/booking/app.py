@@ -6,7 +6,6 @@ import logging
 
 from faststream import FastStream
 from faststream.redis import RedisBroker
-from pydantic import BaseModel
 
 from runtime import metrics
 from runtime.redis import connect, ensure_groups
@@ -25,8 +24,7 @@ def make_handler(service: BookingService) -> Handler:
     """The booking worker's dispatch: one message type, one typed payload, one service call."""
 
     async def handle(envelope: Envelope, redelivered: bool) -> Handled:
-        result: BaseModel
-        change: Change | None = None
+        change: Change
         match envelope.type:
             case "book_meeting":
                 change = await service.book(envelope, BookMeeting.model_validate(envelope.payload))
@@ -35,26 +33,20 @@ def make_handler(service: BookingService) -> Handler:
             case "reschedule_booking":
                 change = await service.reschedule(envelope, RescheduleBooking.model_validate(envelope.payload))
             case "list_my_bookings":
-                result = await service.list_mine(envelope, ListMyBookings.model_validate(envelope.payload))
+                listed = await service.list_mine(envelope, ListMyBookings.model_validate(envelope.payload))
+                return Handled(reply=Reply.ok_json(envelope, listed.model_dump_json()))
             case _:
                 raise DomainError(ErrorCode.unknown_tool, f"The booking service does not handle {envelope.type}.")
         events: list[tuple[str, str]] = []
-        if change is not None:
-            result = change.outcome
-            if change.applied:  # counted once per effect: replays and redeliveries do not count
-                metrics.BOOKINGS.labels(change.outcome.status).inc()
-            # A reclaimed command may have written before its worker died unpublished: publish
-            # its event again (at-least-once, same event_id). A duplicate that merely replays
-            # a write another delivery published stays silent.
-            if change.meta is not None and (change.applied or redelivered):
-                events.append(booking_event(envelope.tenant_id, envelope.idempotency_key, change))
-        reply = Reply(
-            correlation_id=envelope.correlation_id,
-            message_id=envelope.message_id,
-            type=envelope.type,
-            result=result.model_dump(mode="json"),
-        )
-        return Handled(reply=reply, events=events)
+        if change.applied:  # counted once per effect: replays and redeliveries do not count
+            metrics.BOOKINGS.labels(change.outcome.status).inc()
+        # A reclaimed command may have written before its worker died unpublished: publish its
+        # event again (at-least-once, same event_id). A duplicate that merely replays a write
+        # another delivery published stays silent.
+        if change.meta is not None and (change.applied or redelivered):
+            events.append(booking_event(envelope.tenant_id, envelope.idempotency_key, change))
+        # the outcome as the write stored it, spliced into the reply without parsing it again
+        return Handled(reply=Reply.ok_json(envelope, change.outcome_json()), events=events)
 
     return handle
 

@@ -53,6 +53,11 @@ class Change:
     """The booking's revision after the change: its iCalendar SEQUENCE."""
     meta: ChangeMeta | None = None
     """None when nothing was written for this request (the caller's existing booking)."""
+    stored_json: str | None = None
+    """`outcome` exactly as the write stored it (JSON), when at hand: the reply carries it as is."""
+
+    def outcome_json(self) -> str:
+        return self.stored_json if self.stored_json is not None else self.outcome.model_dump_json()
 
 
 class BookingEvent(BaseModel):

@@ -141,7 +141,7 @@ class BookingService:
             return Change(
                 BookingOutcome(status="confirmed", booking=Booking.model_validate_json(result.payload)), False
             )
-        return _change(result, (outcome, meta))
+        return _change(result, (outcome, meta), once.result)
 
     async def _own_booking(self, envelope: Envelope, calendar_id: str, start: datetime, now: int) -> Owned:
         """The caller's confirmed booking at that calendar and start: not_found for anyone else's."""
@@ -174,7 +174,7 @@ class BookingService:
         meta = ChangeMeta(message_id=envelope.message_id, occurred_at=now_at, calendar_name=name)
         once = self._once(envelope, fingerprint, outcome, meta)
         result = await self.store.write(CancelRequest.of(once, current.booking, current.raw, cancelled))
-        return _change(result, (outcome, meta))
+        return _change(result, (outcome, meta), once.result)
 
     async def reschedule(self, envelope: Envelope, args: RescheduleBooking) -> Change:
         """Move one of the caller's upcoming bookings to an offered slot, atomically."""
@@ -200,7 +200,7 @@ class BookingService:
         result = await self.store.write(
             RescheduleRequest.of(once, old, current.raw, moved, calendar, day, envelope.conversation_id, now)
         )
-        return _change(result, (outcome, meta))
+        return _change(result, (outcome, meta), once.result)
 
     async def list_mine(self, envelope: Envelope, args: ListMyBookings) -> BookingList:
         """The caller's confirmed bookings: upcoming (including one in progress) soonest first,
@@ -230,16 +230,25 @@ def _stored_change(stored: Stored, fingerprint: str) -> Change:
     return _change(stored.result)
 
 
-def _change(result: ScriptResult, fresh: tuple[BookingOutcome, ChangeMeta] | None = None) -> Change:
+def _change(
+    result: ScriptResult, fresh: tuple[BookingOutcome, ChangeMeta] | None = None, fresh_json: str | None = None
+) -> Change:
     """The Change a script result stands for, or the DomainError it means. `fresh` is what this
-    call asked to write: a `created` result stored exactly that, so it is not parsed back."""
+    call asked to write and `fresh_json` its outcome's JSON: a `created` result stored exactly
+    that, so it is not parsed back."""
     match result.status:
         case "created" if fresh is not None:
-            return Change(fresh[0], applied=True, sequence=result.sequence, meta=fresh[1])
+            return Change(fresh[0], applied=True, sequence=result.sequence, meta=fresh[1], stored_json=fresh_json)
         case "created" | "replayed":
             outcome = BookingOutcome.model_validate_json(result.payload)
             meta = ChangeMeta.model_validate_json(result.meta) if result.meta else None
-            return Change(outcome, applied=result.status == "created", sequence=result.sequence, meta=meta)
+            return Change(
+                outcome,
+                applied=result.status == "created",
+                sequence=result.sequence,
+                meta=meta,
+                stored_json=result.payload,
+            )
         case "conflict":
             raise DomainError(
                 ErrorCode.idempotency_conflict,
