@@ -10,11 +10,17 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+SHUTDOWN_GRACE_S = 5
+"""A test server stops within this even while a request still runs (a failed test can leave
+one waiting): uvicorn's default is to wait for it for ever, which hung a whole CI run."""
+
 
 @asynccontextmanager
 async def serving(app: ASGIApp) -> AsyncIterator[str]:
     """Yields the app's base URL (http://127.0.0.1:<port>); stops it (and its lifespan) after."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

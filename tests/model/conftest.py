@@ -22,6 +22,7 @@ from services.model.engine import Generation, Sampling
 from services.model.runtime import Runtime
 from services.model.server import create_app
 from services.model.settings import ModelSettings
+from testkit.serving import SHUTDOWN_GRACE_S
 
 needs_llama_cpp = pytest.mark.skipif(
     not llamacpp.available(),
@@ -94,7 +95,13 @@ class ServerThread:
     """uvicorn in a thread with its own loop, so one server can outlive many test loops."""
 
     def __init__(self, app: object) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")  # type: ignore[arg-type]
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
