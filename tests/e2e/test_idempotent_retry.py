@@ -117,11 +117,13 @@ async def test_a_retry_after_the_chat_died_mid_turn_takes_the_key_over(
 
 @pytest.fixture
 async def settings(redis_url: str, model: ScriptedModel) -> Settings:
-    return make_settings(redis_url, model.base_url, idempotency_lease_s=1.0)
+    # renewed every third of the lease: 2 s leaves a renewal 1.3 s of slack on a loaded machine
+    # (with 1 s, a stalled loop lost the lease and the retry ran the turn again)
+    return make_settings(redis_url, model.base_url, idempotency_lease_s=2.0)
 
 
 async def test_a_running_turn_keeps_its_key_past_the_lease_and_the_retry_gets_its_answer(system: System) -> None:
-    system.model.delay_s = 3.0  # three leases long: only renewal keeps the key
+    system.model.delay_s = 5.0  # two and a half leases long: only renewal keeps the key
     system.model.script(answer(REPLY, topic="greeting"), answer("A second run must not happen.", topic="greeting"))
     first = asyncio.create_task(system.say("Hi there", **{"Idempotency-Key": "k"}))
     await until(lambda: len(system.model.requests) == 1)
