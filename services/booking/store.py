@@ -134,7 +134,10 @@ class BookingStore:
         )
         if not ids:
             return []
-        raws: list[bytes | None] = await self.auto.call(lambda p: p.mget([keys.booking(as_text(i)) for i in ids]))
+        # MGET as a plain command: a cluster pipeline refuses its `mget` method (one tenant: one slot)
+        raws: list[bytes | None] = await self.auto.call(
+            lambda p: p.execute_command("MGET", *(keys.booking(as_text(i)) for i in ids))
+        )
         return [Owned(Booking.model_validate_json(r), as_text(r)) for r in raws if r is not None]
 
     async def write(self, request: WriteOnce) -> ScriptResult:

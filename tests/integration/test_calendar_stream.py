@@ -34,7 +34,9 @@ LEE = next(c for c in DEMO if c["calendar_id"] == "dr-lee")
 async def bus(settings: Settings, workers: None, redis: Redis) -> AsyncIterator[ToolBus]:
     broker = RedisBroker(settings.redis_url)
     await broker.connect()
-    tool_bus = ToolBus(redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100)
+    tool_bus = ToolBus(
+        redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions
+    )
     await tool_bus.start()
     yield tool_bus
     await tool_bus.stop()

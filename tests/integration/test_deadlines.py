@@ -26,7 +26,8 @@ from shared import streams
 from shared.keys import TenantKeys
 from shared.messages import DomainError, Envelope, Reply, utcnow
 from shared.tools import BookMeeting
-from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at
+from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at, stream_partitions
+from testkit.redis_cluster import is_cluster_url
 from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
@@ -39,7 +40,7 @@ Spawn = Callable[..., Awaitable[list[WorkerProcess]]]
 
 @pytest.fixture
 async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
-    await ensure_groups(redis)
+    await ensure_groups(redis, stream_partitions())
     started: list[WorkerProcess] = []
 
     async def start(count: int = 1, **env: str | int) -> list[WorkerProcess]:
@@ -60,8 +61,8 @@ async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
 
 @pytest.fixture
 async def bus(redis_url: str) -> AsyncIterator[ToolBus]:
-    client = connect(redis_url)
-    toolbus = ToolBus(client, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100)
+    client = connect(redis_url, cluster=is_cluster_url(redis_url))
+    toolbus = ToolBus(client, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=stream_partitions())
     await toolbus.start()
     yield toolbus
     await toolbus.stop()
