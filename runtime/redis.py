@@ -11,7 +11,7 @@ duplicate reply or event entry is deduplicated by its reader (message id / event
 
 Redis Cluster (`REDIS_CLUSTER=true`): the same helpers return redis-py's cluster clients, with
 the same retry policy (a command that meets a moved slot, a restarting or failed-over master is
-sent again once the client has re-read the cluster's layout). The async one is typed as
+sent again once the client has re-read the cluster's layout, with backoff: RetryingCluster). The async one is typed as
 `Redis`: it speaks the same commands for keys of one slot, and the few places where the two
 differ (scripts in a pipeline, see runtime/scripts.py; groups of partitioned streams) ask
 `is_cluster`.
@@ -19,6 +19,8 @@ differ (scripts in a pipeline, see runtime/scripts.py; groups of partitioned str
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -36,6 +38,8 @@ from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, T
 from redis.retry import Retry as SyncRetry
 
 from shared import streams
+
+log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
@@ -85,6 +89,30 @@ def _backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S)
 
 
+CLUSTER_RETRY_ON: tuple[type[Exception], ...] = (*RedisCluster.ERRORS_ALLOW_RETRY, *RETRY_ON)
+
+
+class RetryingCluster(RedisCluster):
+    """redis-py's async cluster client retries a command that met a dead node or a cluster that
+    is down at once, without a pause, so a master's restart (seconds) exhausts its attempts in
+    milliseconds. This one then retries it with the module's backoff, for about RETRY_SPAN_S,
+    like `connect`'s single-node client. (Pipelines keep redis-py's own retries: 0.25 s apart,
+    about 5 s; their callers retry on their own.)"""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        backoff = _backoff()
+        failures = 0
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except CLUSTER_RETRY_ON as exc:
+                failures += 1
+                if failures > RETRIES:
+                    raise
+                log.debug("%s failed (%s); retrying", args[0], exc)
+                await asyncio.sleep(backoff.compute(failures))
+
+
 def cluster_options() -> dict[str, Any]:
     """What `connect` gives a cluster client: the module's retry policy and socket options."""
     return {**_options(), "retry": Retry(_backoff(), RETRIES), "max_connections": CLUSTER_MAX_CONNECTIONS}
@@ -108,7 +136,7 @@ def connect(url: str, *, cluster: bool = False, max_connections: int = 200, wait
     module doc), with at most CLUSTER_MAX_CONNECTIONS per node.
     """
     if cluster:
-        return cast(Redis, RedisCluster.from_url(url, **cluster_options()))
+        return cast(Redis, RetryingCluster.from_url(url, **cluster_options()))
     options = {
         **_options(),
         "max_connections": max_connections,

@@ -24,11 +24,13 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from runtime.redis import cluster_options
+from runtime.redis import RetryingCluster, cluster_options
 from testkit.redis_server import RedisServer
 
 NODE_TIMEOUT_MS = 5_000
-"""Longer than a master's restart in the tests: the others never mark it failed meanwhile."""
+"""Longer than a master's restart in the tests: the others never mark it failed (which would
+take the whole cluster down). A restarted master itself refuses commands (CLUSTERDOWN) for
+about this long before it rejoins: clients must retry that long (runtime/redis.py: ~17 s)."""
 
 
 def cluster_port() -> int:
@@ -158,7 +160,7 @@ def is_cluster_url(url: str) -> bool:
     return url.rstrip("/") in _CLUSTER_URLS
 
 
-class ClusterTestClient(RedisCluster):
+class ClusterTestClient(RetryingCluster):
     """The tests' client on a cluster: `connect`'s cluster client whose KEYS asks every master
     (redis-py sends it to one node), so a test reads what it reads on one node."""
 
