@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from services.calendar.store import CalendarStore
 from shared import streams
@@ -137,6 +138,28 @@ async def publish(
             streams.partition_of(stream, envelope.tenant_id, count), {streams.DATA_FIELD: envelope.model_dump_json()}
         )
     await pipe.execute()
+
+
+async def add_and_take(redis: Redis, envelope: Envelope, consumer: str, group: str = streams.BOOKING_GROUP) -> bool:
+    """XADD the envelope on its partition of booking.commands and XREADGROUP it as `consumer`
+    in one MULTI, so that no live worker's blocked read takes it first (a worker that read it
+    and died); whether it was taken. On a cluster the transaction goes to the stream's master
+    through a plain client: redis-py 8.1's cluster transactions cannot carry XREADGROUP (they
+    look its keys up over a connection of a private event loop)."""
+    stream = streams.partition_of(streams.BOOKING_COMMANDS, envelope.tenant_id, stream_partitions())
+    client = redis
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(stream)
+        client = Redis(host=node.host, port=node.port)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.xadd(stream, {streams.DATA_FIELD: envelope.model_dump_json()})
+        pipe.xreadgroup(group, consumer, {stream: ">"}, count=1)
+        _, taken = await pipe.execute()
+    finally:
+        if client is not redis:
+            await client.aclose()
+    return bool(taken)
 
 
 class Replies:

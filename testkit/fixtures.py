@@ -50,9 +50,14 @@ def redis_server() -> Iterator[str]:
         yield url
 
 
+def database_url(server: str) -> str:
+    """The tests' database on `server`: its TEST_DATABASE, or on a cluster the cluster itself."""
+    return server if is_cluster_url(server) else f"{server}/{TEST_DATABASE}"
+
+
 @pytest.fixture
 async def redis_url(redis_server: str) -> AsyncIterator[str]:
-    url = redis_server if is_cluster_url(redis_server) else f"{redis_server}/{TEST_DATABASE}"
+    url = database_url(redis_server)
     await flush_all(url)
     yield url
     await flush_all(url)
