@@ -82,6 +82,15 @@ def outcome(reply: Reply) -> BookingOutcome:
     return BookingOutcome.model_validate(reply.result)
 
 
+async def held_by(redis: Redis, consumer: str) -> int:
+    """How many entries `consumer` holds unacked on all partitions of booking.commands."""
+    held = 0
+    for name in streams.partitions(streams.BOOKING_COMMANDS, P):
+        summary = await redis.xpending(name, streams.BOOKING_GROUP)
+        held += sum(int(c["pending"]) for c in summary["consumers"] if c["name"].decode() == consumer)
+    return held
+
+
 @pytest.mark.parametrize("count", [3, 4, 8, 16])
 def test_the_partitions_of_each_command_stream_land_on_every_master(cluster: RedisClusterServers, count: int) -> None:
     for stream in streams.PARTITIONED:
@@ -180,9 +189,29 @@ async def test_a_booking_conversation_books_on_the_cluster_with_partitioned_stre
         assert ready.json()["checks"]["groups"] is True
 
 
-async def test_a_master_restarted_mid_load_loses_no_command_and_doubles_none(
+async def test_poison_on_every_partition_is_dead_lettered_and_acked(
     cluster: RedisClusterServers, cluster_redis: Redis
 ) -> None:
+    settings = make_settings(cluster.url, NO_MODEL, stream_partitions=P, seed_calendars_file="")
+    names = streams.partitions(streams.BOOKING_COMMANDS, P)
+    async with running_workers(settings, ["booking"]):
+        for name in names:
+            await cluster_redis.xadd(name, {streams.DATA_FIELD: "not json"})
+        for _ in range(100):
+            if len(await stream_entries(cluster_redis, streams.DEAD_LETTERS)) >= P:
+                break
+            await asyncio.sleep(0.1)
+        assert await settle(cluster_redis, partitions=P) == 0
+    letters = await stream_entries(cluster_redis, streams.DEAD_LETTERS)
+    assert sorted(letter["stream"] for letter in letters) == sorted(names)
+
+
+@pytest.mark.parametrize("fault", ["master restarted", "worker killed"])
+async def test_a_fault_mid_load_loses_no_command_and_doubles_none(
+    cluster: RedisClusterServers, cluster_redis: Redis, fault: str
+) -> None:
+    """A master restarted with AOF (its partitions and tenants' keys away for seconds), or a
+    worker killed mid-batch (the other reclaims its entries on every partition)."""
     for tenant in TENANTS:
         await put_rooms(cluster_redis, 2, tenant_id=tenant)
     await ensure_groups(cluster_redis, P)
@@ -212,7 +241,6 @@ async def test_a_master_restarted_mid_load_loses_no_command_and_doubles_none(
         await ensure_groups(publisher, P)  # as the chat's ToolBus starts
         for proc in workers:
             await proc.ready()
-        victim = 1  # a master that serves partitions (all do: see the first test)
 
         async def load() -> None:
             """Each command on its own, as the chat's ToolBus publishes (retried through the restart)."""
@@ -230,11 +258,21 @@ async def test_a_master_restarted_mid_load_loses_no_command_and_doubles_none(
 
         loading = asyncio.create_task(load())
         await asyncio.sleep(0.4)
-        assert not loading.done(), "the load ended before the restart"
-        await asyncio.to_thread(cluster.restart, victim)
-        restarted_mid_load = not loading.done()
+        assert not loading.done(), "the load ended before the fault"
+        if fault == "master restarted":
+            await asyncio.to_thread(cluster.restart, 1)  # every master serves partitions (first test)
+        else:  # killed while it holds entries (unacked, mid-batch), so the other must reclaim them
+            held = 0
+            for _ in range(200):
+                held = await held_by(cluster_redis, workers[0].instance_id)
+                if held:
+                    break
+                await asyncio.sleep(0.005)
+            workers[0].kill()
+            assert held, "the worker held nothing when it was killed"
+        faulted_mid_load = not loading.done()
         await loading
-        assert restarted_mid_load, "the load ended while the master was down: make it longer"
+        assert faulted_mid_load, "the load ended while the fault lasted: make it longer"
 
         replies = Replies(cluster_redis, reply_to)
         missing = await replies.wait_for([e.message_id for e in commands], 60)

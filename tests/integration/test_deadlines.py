@@ -83,8 +83,11 @@ async def kill_while_holding(redis: Redis, victim: WorkerProcess, timeout_s: flo
     """SIGKILL the worker as soon as it holds unacked entries (mid-batch); what it held."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        summary = await redis.xpending(streams.BOOKING_COMMANDS, streams.BOOKING_GROUP)
-        held = {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
+        held: dict[str, int] = {}
+        for name in streams.partitions(streams.BOOKING_COMMANDS, stream_partitions()):
+            summary = await redis.xpending(name, streams.BOOKING_GROUP)
+            for c in summary["consumers"]:
+                held[c["name"].decode()] = held.get(c["name"].decode(), 0) + int(c["pending"])
         if held.get(victim.instance_id, 0):
             victim.kill()
             return held[victim.instance_id]
