@@ -186,7 +186,10 @@ async def test_a_booking_conversation_books_on_the_cluster_with_partitioned_stre
         others = set(streams.partitions(streams.BOOKING_COMMANDS, P)) - {partition}
         assert [await running.redis.xlen(name) for name in others] == [0] * len(others)
         ready = await http.get("/readyz")
-        assert ready.json()["checks"]["groups"] is True
+        assert ready.json()["checks"]["groups"] is True  # every partition's group
+        page = (await http.get("/metrics")).text
+        for name in streams.partitions(streams.BOOKING_COMMANDS, P):  # pending and lag of each partition
+            assert f'booking_stream_pending{{group="booking",stream="{name}"}} 0.0' in page
 
 
 async def test_poison_on_every_partition_is_dead_lettered_and_acked(
