@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench
+.PHONY: install run test test-cluster lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,16 @@ run: install
 # (CI runs it first), and skip with the reason otherwise
 test: install
 	$(BIN)/pytest -q
+
+# the booking paths again on a private 3-master Redis Cluster with partitioned streams (a
+# representative subset: the whole integration and e2e suites there take ~7 min on 2 cores; run
+# them with REDIS_TEST_CLUSTER=1 $(BIN)/pytest -q tests/integration tests/e2e -m "not local_model")
+CLUSTER_TESTS := tests/integration/test_booking_lifecycle.py tests/integration/test_booking_stream.py \
+	tests/integration/test_calendar_stream.py tests/integration/test_deadlines.py \
+	tests/integration/test_booking_events.py tests/e2e/test_booking_conversation.py \
+	tests/e2e/test_server_driven.py tests/e2e/test_no_wrong_writes.py
+test-cluster: install
+	REDIS_TEST_CLUSTER=1 STREAM_PARTITIONS=3 $(BIN)/pytest -q -m "not local_model" $(CLUSTER_TESTS)
 
 # only the tests that drive the real local model, installing it first (a minute or two warm)
 test-local-model: install

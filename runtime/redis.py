@@ -8,23 +8,38 @@ connection. A retried write is safe here: every write script is idempotent by it
 duplicate reply or event entry is deduplicated by its reader (message id / event id).
 
 `Redis.from_url` alone retries nothing (the pool it builds has no retry policy), hence these helpers.
+
+Redis Cluster (`REDIS_CLUSTER=true`): the same helpers return redis-py's cluster clients, with
+the same retry policy (a command that meets a moved slot, a restarting or failed-over master is
+sent again once the client has re-read the cluster's layout, with backoff: RetryingCluster). The async one is typed as
+`Redis`: it speaks the same commands for keys of one slot, and the few places where the two
+differ (scripts in a pipeline, see runtime/scripts.py; groups of partitioned streams) ask
+`is_cluster`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis as sync_redis
+from faststream.redis import RedisBroker, RedisClusterBroker
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry as SyncRetry
 
 from shared import streams
+
+log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
@@ -32,6 +47,9 @@ RETRIES = 20
 """0.05, 0.1, 0.2, 0.4, 0.8, then 1 s each: about 17 s in all, longer than a restart with AOF."""
 RETRY_SPAN_S = RETRY_BASE_S * (2**5 - 1) + RETRY_CAP_S * (RETRIES - 5)
 HEALTH_CHECK_INTERVAL_S = 5
+CLUSTER_MAX_CONNECTIONS = 1_000
+"""Per node of a cluster: its client cannot wait for a free connection, so the cap sits far
+above what a process uses (the chat: one per concurrent command)."""
 POOL_WAIT_S = 20
 """All pooled connections busy: a command waits this long for one (instead of failing at once)."""
 RETRY_ON: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError, ConnectionResetError)
@@ -67,7 +85,45 @@ def _options() -> dict[str, Any]:
     }
 
 
-def connect(url: str, *, max_connections: int = 200, wait_for_connection: bool = True) -> Redis:
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S)
+
+
+CLUSTER_RETRY_ON: tuple[type[Exception], ...] = (*RedisCluster.ERRORS_ALLOW_RETRY, *RETRY_ON)
+
+
+class RetryingCluster(RedisCluster):
+    """redis-py's async cluster client retries a command that met a dead node or a cluster that
+    is down at once, without a pause, so a master's restart (seconds) exhausts its attempts in
+    milliseconds. This one then retries it with the module's backoff, for about RETRY_SPAN_S,
+    like `connect`'s single-node client. (Pipelines keep redis-py's own retries: 0.25 s apart,
+    about 5 s; their callers retry on their own.)"""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        backoff = _backoff()
+        failures = 0
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except CLUSTER_RETRY_ON as exc:
+                failures += 1
+                if failures > RETRIES:
+                    raise
+                log.debug("%s failed (%s); retrying", args[0], exc)
+                await asyncio.sleep(backoff.compute(failures))
+
+
+def cluster_options() -> dict[str, Any]:
+    """What `connect` gives a cluster client: the module's retry policy and socket options."""
+    return {**_options(), "retry": Retry(_backoff(), RETRIES), "max_connections": CLUSTER_MAX_CONNECTIONS}
+
+
+def is_cluster(redis: Redis) -> bool:
+    """Whether a client from `connect` talks to a Redis Cluster."""
+    return isinstance(redis, RedisCluster)
+
+
+def connect(url: str, *, cluster: bool = False, max_connections: int = 200, wait_for_connection: bool = True) -> Redis:
     """A bytes-mode client (FastStream breaks with decode_responses=True, so we never share it),
     retrying on connection errors with backoff (see the module doc). Beyond `max_connections`
     concurrent commands, a command waits for a free connection rather than failing (unless
@@ -75,11 +131,16 @@ def connect(url: str, *, max_connections: int = 200, wait_for_connection: bool =
     plain pool).
 
     The socket timeout stays above every blocking read we issue (at most a few seconds).
+
+    `cluster`: `url` names a node of a Redis Cluster; the client is a `RedisCluster` (see the
+    module doc), with at most CLUSTER_MAX_CONNECTIONS per node.
     """
+    if cluster:
+        return cast(Redis, RetryingCluster.from_url(url, **cluster_options()))
     options = {
         **_options(),
         "max_connections": max_connections,
-        "retry": Retry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES),
+        "retry": Retry(_backoff(), RETRIES),
     }
     if url.startswith("redis://"):  # TCP without TLS (TLS and unix sockets keep their own classes)
         options["connection_class"] = PackedConnection
@@ -90,20 +151,39 @@ def connect(url: str, *, max_connections: int = 200, wait_for_connection: bool =
     return Redis(connection_pool=pool)
 
 
-def sync_connect(url: str) -> sync_redis.Redis:
+async def transaction(redis: Redis) -> Pipeline:
+    """A MULTI/EXEC pipeline (its keys in one slot). A cluster client is made ready first:
+    redis-py 8.1 queues each command of a cluster transaction on a private event loop in a
+    thread, and a client that reads the cluster's layout there (its first command, or the first
+    after a topology change) keeps connections bound to that dead loop ("Event loop is closed")."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # nothing to do when it is ready
+    return redis.pipeline(transaction=True)
+
+
+def broker(url: str, *, cluster: bool = False, **options: Any) -> RedisBroker:
+    """The FastStream broker that runs a worker's lifecycle (our readers are plain redis-py,
+    runtime/worker.py): FastStream's cluster broker on a cluster, else the plain one."""
+    if cluster:
+        return RedisClusterBroker(url, **options)
+    return RedisBroker(url, **options)
+
+
+def sync_connect(url: str, *, cluster: bool = False) -> sync_redis.Redis | SyncRedisCluster:
     """The same, blocking (for threads such as a worker's heartbeat)."""
-    return sync_redis.Redis.from_url(
-        url, retry=SyncRetry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES), **_options()
-    )
+    if cluster:
+        return SyncRedisCluster.from_url(url, retry=SyncRetry(_backoff(), RETRIES), **_options())
+    return sync_redis.Redis.from_url(url, retry=SyncRetry(_backoff(), RETRIES), **_options())
 
 
-async def ensure_groups(redis: Redis) -> None:
-    """Create every consumer group at id 0 before anything is published.
+async def ensure_groups(redis: Redis, partitions: int = 1) -> None:
+    """Create every consumer group at id 0 before anything is published, on every partition
+    of a partitioned stream (`partitions`: settings.stream_partitions).
 
     FastStream creates groups at `$` when a subscriber starts, which skips whatever was
     published before the first worker came up; creating them here at `0` loses nothing.
     """
-    for stream, group in streams.GROUPS:
+    for stream, group in streams.groups(partitions):
         try:
             await redis.xgroup_create(stream, group, id="0", mkstream=True)
         except ResponseError as exc:

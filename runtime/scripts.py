@@ -16,9 +16,14 @@ same fields in the same order, `Key` fields being KEYS and the others ARGV (a tu
 spread); tests/unit/test_script_contracts.py fails when the two disagree.
 
 Running: EVALSHA by the source's SHA-1, and on NOSCRIPT (never loaded, or the server lost its
-cache) SCRIPT LOAD and EVALSHA again, a NOSCRIPT reply meaning it did not run. `Direct` sends
-each call on its own; a caller that batches (services/booking/pipeline.py) queues the same
-calls into a shared pipeline. Both go through `run_script`.
+cache) SCRIPT LOAD and EVALSHA again, a NOSCRIPT reply meaning it did not run (on a cluster
+SCRIPT LOAD goes to every master). `Direct` sends each call on its own; a caller that batches
+(services/booking/pipeline.py) queues the same calls into a shared pipeline, which on a cluster
+is split by node. Both go through `run_script`.
+
+Every key a script touches is one of its KEYS (Redis Cluster routes a script by its KEYS;
+a key built inside from ARGV would break that contract even with the right hash tag):
+tests/unit/test_script_contracts.py checks every `redis.call` of every script.
 """
 
 from __future__ import annotations
@@ -136,9 +141,12 @@ class ScriptRequest:
         return _flatten(self, _fields(type(self))[1])
 
     def queue(self, pipe: Pipeline) -> None:
-        """EVALSHA of this call, added to a pipeline."""
+        """EVALSHA of this call, added to a pipeline. Through `execute_command`: a cluster
+        pipeline refuses its `evalsha` method (a guard from before it routed scripts by their
+        keys), but sends the command itself to the node of its keys' slot, grouped by node, and
+        hands each caller its own reply or error (NOSCRIPT included) like a plain pipeline."""
         keys = self.keys()
-        pipe.evalsha(self.SCRIPT.sha, len(keys), *keys, *self.argv())
+        pipe.execute_command("EVALSHA", self.SCRIPT.sha, len(keys), *keys, *self.argv())
 
     @classmethod
     def contract(cls) -> list[Entry]:

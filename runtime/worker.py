@@ -64,6 +64,7 @@ from faststream.redis.parser import BinaryMessageFormatV1
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import RedisError
 
 from runtime import metrics
@@ -156,7 +157,8 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> Envelope:
 
 
 def heartbeat_key(stream: str, group: str, consumer: str) -> str:
-    """The key whose presence says a consumer of a group is alive."""
+    """The key whose presence says a consumer of a group is alive (a partition's hash tag, in
+    its name, keeps it beside its stream on a cluster)."""
     return f"consumer:alive:{stream}:{group}:{consumer}"
 
 
@@ -164,18 +166,19 @@ class Heartbeat:
     """Keeps a consumer's heartbeat key alive from a thread of its own (a long CPU-bound batch
     on the event loop must not make a live worker look dead)."""
 
-    def __init__(self, url: str, key: str, ttl_ms: int) -> None:
+    def __init__(self, url: str, key: str, ttl_ms: int, *, cluster: bool = False) -> None:
         self.url = url
+        self.cluster = cluster
         self.key = key
         self.ttl_ms = ttl_ms
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def beat_once(self, client: sync_redis.Redis) -> None:
+    def beat_once(self, client: sync_redis.Redis | SyncRedisCluster) -> None:
         client.set(self.key, b"1", px=self.ttl_ms)
 
     def start(self) -> None:
-        client = sync_connect(self.url)
+        client = sync_connect(self.url, cluster=self.cluster)
         self.beat_once(client)  # alive before the first read
 
         def run() -> None:
@@ -222,7 +225,10 @@ class StreamWorker:
         self.handle = handle
         self.consumer = settings.instance_id
         self.heartbeat = Heartbeat(
-            settings.redis_url, heartbeat_key(stream, group, self.consumer), settings.consumer_dead_ms
+            settings.redis_url,
+            heartbeat_key(stream, group, self.consumer),
+            settings.consumer_dead_ms,
+            cluster=settings.redis_cluster,
         )
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -568,6 +574,20 @@ class StreamWorker:
             await asyncio.sleep(every_s)
 
 
+def partition_workers(
+    settings: Settings, redis: Redis, stream: str, group: str, handle: Handler, *, forget: frozenset[str] = frozenset()
+) -> list[StreamWorker]:
+    """One StreamWorker per partition of `stream` (settings.stream_partitions; one worker on the
+    stream itself when it is 1): each reads, reclaims, dead-letters, heartbeats and reports its
+    own partition, so a worker covers every partition of its group, and a dead worker's entries
+    are reclaimed on every partition. On a cluster each partition is read on its own (one
+    XREADGROUP over streams of several slots is refused: CROSSSLOT)."""
+    return [
+        StreamWorker(settings, redis, name, group, handle, forget=forget)
+        for name in streams.partitions(stream, settings.stream_partitions)
+    ]
+
+
 EventHandler = Callable[[bytes], Awaitable[None]]
 """Applies one entry's `__data__` (JSON); raises ValueError for an entry it can never apply."""
 
@@ -612,33 +632,32 @@ class EventConsumer(StreamWorker):
                 self._count("ok")
 
 
-def observe(app: FastStream, settings: Settings, worker: StreamWorker) -> None:
+def observe(app: FastStream, settings: Settings, *workers: StreamWorker) -> None:
     """With METRICS_PORT set: serve this process's Prometheus metrics on
-    http://METRICS_HOST:METRICS_PORT/metrics from startup to shutdown, and keep the worker's
-    group gauges current. Unset: nothing (the counters still count, unserved).
+    http://METRICS_HOST:METRICS_PORT/metrics from startup to shutdown, and keep the workers'
+    group gauges current (one per partition). Unset: nothing (the counters still count, unserved).
 
     A port that cannot be bound fails the start, like any other misconfiguration."""
     port = settings.metrics_port
     if port is None:
         return
     server: WSGIServer | None = None
-    watch: asyncio.Task[None] | None = None
+    watches: list[asyncio.Task[None]] = []
 
     @app.on_startup
     async def serve_metrics() -> None:
-        nonlocal server, watch
+        nonlocal server
         server, _ = start_http_server(port, addr=settings.metrics_host)
-        watch = asyncio.create_task(worker.watch_group())
+        watches.extend(asyncio.create_task(worker.watch_group()) for worker in workers)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
 
     @app.on_shutdown
     async def stop_watching() -> None:
-        nonlocal watch
-        if watch is not None:
+        for watch in watches:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-            watch = None
+        watches.clear()
 
     @app.after_shutdown
     async def stop_serving() -> None:

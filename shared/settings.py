@@ -20,6 +20,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    """True: REDIS_URL names one node of a Redis Cluster (any node; the client finds the others)
+    and every client is a cluster client. A cluster has no logical databases: no /N in the URL."""
+    stream_partitions: int = Field(default=1, ge=1, le=256)
+    """How many streams calendar.requests and booking.commands are each split into (P). 1: one
+    stream each, named as ever. P > 1: `booking.commands:{bc..}` and so on, one hash tag each,
+    spread over the cluster's slots; a tenant's commands always go to the same partition (so
+    they stay in order) and every worker reads all partitions of its group. Every process of a
+    deployment must use the same P (shared/streams.py)."""
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     openai_model: str = "gpt-4o-mini"

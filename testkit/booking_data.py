@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from services.calendar.store import CalendarStore
 from shared import streams
@@ -119,12 +121,45 @@ def reschedule_payload(calendar_id: str, start: datetime, new_start: datetime) -
     return {"calendar_id": calendar_id, "start": start.isoformat(), "new_start": new_start.isoformat()}
 
 
-async def publish(redis: Redis, envelopes: Sequence[Envelope], stream: str = streams.BOOKING_COMMANDS) -> None:
-    """XADD each envelope as raw JSON (`__data__`), in one pipelined round trip."""
+def stream_partitions() -> int:
+    """P of the system under test: STREAM_PARTITIONS in the environment, as its Settings read it."""
+    return int(os.environ.get("STREAM_PARTITIONS", "1"))
+
+
+async def publish(
+    redis: Redis, envelopes: Sequence[Envelope], stream: str = streams.BOOKING_COMMANDS, partitions: int | None = None
+) -> None:
+    """XADD each envelope as raw JSON (`__data__`) on its tenant's partition of `stream`
+    (`partitions`: stream_partitions() unless given), in one pipelined round trip."""
+    count = stream_partitions() if partitions is None else partitions
     pipe = redis.pipeline(transaction=False)
     for envelope in envelopes:
-        pipe.xadd(stream, {streams.DATA_FIELD: envelope.model_dump_json()})
+        pipe.xadd(
+            streams.partition_of(stream, envelope.tenant_id, count), {streams.DATA_FIELD: envelope.model_dump_json()}
+        )
     await pipe.execute()
+
+
+async def add_and_take(redis: Redis, envelope: Envelope, consumer: str, group: str = streams.BOOKING_GROUP) -> bool:
+    """XADD the envelope on its partition of booking.commands and XREADGROUP it as `consumer`
+    in one MULTI, so that no live worker's blocked read takes it first (a worker that read it
+    and died); whether it was taken. On a cluster the transaction goes to the stream's master
+    through a plain client: redis-py 8.1's cluster transactions cannot carry XREADGROUP (they
+    look its keys up over a connection of a private event loop)."""
+    stream = streams.partition_of(streams.BOOKING_COMMANDS, envelope.tenant_id, stream_partitions())
+    client = redis
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(stream)
+        client = Redis(host=node.host, port=node.port)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.xadd(stream, {streams.DATA_FIELD: envelope.model_dump_json()})
+        pipe.xreadgroup(group, consumer, {stream: ">"}, count=1)
+        _, taken = await pipe.execute()
+    finally:
+        if client is not redis:
+            await client.aclose()
+    return bool(taken)
 
 
 class Replies:
@@ -168,11 +203,14 @@ async def stream_entries(redis: Redis, stream: str) -> list[dict[str, Any]]:
     return [json.loads(fields[streams.DATA_FIELD.encode()]) for _, fields in rows]
 
 
-async def settle(redis: Redis, group: str = streams.BOOKING_GROUP, timeout_s: float = 20.0) -> int:
-    """Wait until the group has nothing pending; returns what is still pending."""
+async def settle(
+    redis: Redis, group: str = streams.BOOKING_GROUP, timeout_s: float = 20.0, partitions: int | None = None
+) -> int:
+    """Wait until the group has nothing pending on any partition; returns what is still pending."""
+    names = streams.partitions(streams.BOOKING_COMMANDS, stream_partitions() if partitions is None else partitions)
     deadline = time.monotonic() + timeout_s
     while True:
-        pending = int((await redis.xpending(streams.BOOKING_COMMANDS, group))["pending"])
+        pending = sum([int((await redis.xpending(name, group))["pending"]) for name in names])
         if pending == 0 or time.monotonic() > deadline:
             return pending
         await asyncio.sleep(0.1)

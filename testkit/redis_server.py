@@ -58,14 +58,20 @@ class RedisServer:
     default), that a test can stop (SHUTDOWN or SIGKILL) and start again on the same port."""
 
     def __init__(
-        self, workdir: str, *, appendonly: bool = True, appendfsync: str = "everysec", extra: tuple[str, ...] = ()
+        self,
+        workdir: str,
+        *,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+        extra: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found")
         self.binary = binary
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = [
             "--port",
             str(self.port),

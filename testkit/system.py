@@ -25,6 +25,7 @@ from services.booking.app import build as build_booking
 from services.calendar.app import build as build_calendar
 from services.chat.api import create_app
 from shared.settings import Settings
+from testkit.redis_cluster import is_cluster_url, redis_client
 from testkit.scripted_model import ScriptedModel
 from testkit.serving import serving
 
@@ -46,6 +47,7 @@ def make_settings(redis_url: str, model_url: str, **overrides: object) -> Settin
         "tool_timeout_s": 5.0,
         "visibility_timeout_ms": 2_000,
         "ics_organizer": "appointments@clinic.test",
+        "redis_cluster": is_cluster_url(redis_url),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -83,7 +85,7 @@ async def launch(settings: Settings, workers: Iterable[str] = WORKERS) -> AsyncI
         await stack.enter_async_context(running_workers(settings, workers))
         app = create_app(settings)
         url = await stack.enter_async_context(serving(app))
-        redis = Redis.from_url(settings.redis_url)
+        redis = await redis_client(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         yield RunningSystem(settings, app, url, redis, stack.aclose)
 
@@ -100,7 +102,7 @@ def launched_in_thread(redis_url: str, **overrides: object) -> Iterator[str]:
     async def main() -> None:
         nonlocal stop
         stop = asyncio.Event()
-        redis = Redis.from_url(redis_url)
+        redis = await redis_client(redis_url)
         await redis.flushdb()
         model = ScriptedModel()
         await model.start()

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from testkit.redis_cluster import is_cluster_url
+
 ROOT = Path(__file__).resolve().parents[1]
 READY_LINE = b"FastStream app started successfully"
 
@@ -25,6 +27,7 @@ class WorkerProcess:
         self.env = {
             **os.environ,
             "REDIS_URL": redis_url,
+            "REDIS_CLUSTER": "true" if is_cluster_url(redis_url) else "false",
             "INSTANCE_ID": instance_id,
             "SEED_CALENDARS_FILE": "",
             "LOG_LEVEL": "WARNING",

@@ -8,8 +8,9 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 
 from runtime import metrics
+from runtime.redis import broker as make_broker
 from runtime.redis import connect, ensure_groups
-from runtime.worker import Handled, Handler, StreamWorker, observe
+from runtime.worker import Handled, Handler, observe, partition_workers
 from services.booking import invitations
 from services.booking.events import Change, booking_event
 from services.booking.service import BookingService
@@ -55,25 +56,29 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     """Compose the worker: broker, store, service, subscribers; groups and scripts ensured on start."""
     # per-batch access logs ("Received"/"Processed") only at DEBUG: at thousands of commands a
     # second they cost more than they tell
-    broker = RedisBroker(settings.redis_url, graceful_timeout=10.0, log_level=logging.DEBUG)
-    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
+    broker = make_broker(
+        settings.redis_url, cluster=settings.redis_cluster, graceful_timeout=10.0, log_level=logging.DEBUG
+    )
+    # pipelined: few connections
+    redis = connect(settings.redis_url, cluster=settings.redis_cluster, wait_for_connection=False)
     store = BookingStore(redis, settings.idempotency_ttl_s)
     service = BookingService(store)
     handler = make_handler(service)
-    worker = StreamWorker(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, handler)
+    workers = partition_workers(settings, redis, streams.BOOKING_COMMANDS, streams.BOOKING_GROUP, handler)
     app = FastStream(broker)
-    worker.attach(app)
+    for worker in workers:
+        worker.attach(app)
     if settings.booking_invitations:  # after the replies, off their path (services/booking/invitations.py)
         invitations.consumer(settings, redis).attach(app)
 
     @app.on_startup
     async def prepare() -> None:
-        await ensure_groups(redis)
+        await ensure_groups(redis, settings.stream_partitions)
         await store.load_scripts()
 
     @app.after_shutdown
     async def close() -> None:
         await redis.aclose()
 
-    observe(app, settings, worker)
+    observe(app, settings, *workers)
     return broker, app

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from runtime import metrics
 from runtime.logs import setup_logging
 from runtime.redis import as_text, connect, ensure_groups
+from runtime.redis import broker as make_broker
 from runtime.worker import EventConsumer, observe
 from services.booking import ics
 from services.booking.events import BookingEvent
@@ -112,14 +113,17 @@ def consumer(settings: Settings, redis: Redis) -> EventConsumer:
 
 def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     """An invitations-only process."""
-    broker = RedisBroker(settings.redis_url, graceful_timeout=10.0, log_level=logging.DEBUG)
-    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
+    broker = make_broker(
+        settings.redis_url, cluster=settings.redis_cluster, graceful_timeout=10.0, log_level=logging.DEBUG
+    )
+    # pipelined: few connections
+    redis = connect(settings.redis_url, cluster=settings.redis_cluster, wait_for_connection=False)
     worker = consumer(settings, redis)
     app = FastStream(broker)
 
     @app.on_startup
     async def prepare() -> None:
-        await ensure_groups(redis)
+        await ensure_groups(redis, settings.stream_partitions)
 
     worker.attach(app)
 

@@ -4,8 +4,9 @@ travel to Redis as one pipeline, in one round trip.
 The worker handles a batch of stream entries concurrently, so the 100 handlers of a batch each
 reach their first command in the same loop turn, then their Lua write in a later one: a batch
 costs a few round trips instead of a few per entry. Each caller still gets its own result or
-its own error (a failing command fails only its caller); a lost connection fails every caller
-of that round trip, and their entries stay pending for a retry.
+its own error (a failing command, or one the pipeline refuses to queue, fails only its caller);
+a lost connection fails every caller of that round trip, and their entries stay pending for a
+retry. On a Redis Cluster the pipeline is split by node (one round trip per node, concurrently).
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ class AutoPipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, batch: list[tuple[Queue, asyncio.Future[Any]]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for queue, _ in batch:
-            queue(pipe)
+        queued: list[tuple[Queue, asyncio.Future[Any]]] = []
         try:
-            results = await pipe.execute(raise_on_error=False)
+            pipe = self.redis.pipeline(transaction=False)
+            for queue, future in batch:
+                try:
+                    queue(pipe)
+                except Exception as exc:  # a command this pipeline refuses fails its own caller only
+                    if not future.done():
+                        future.set_exception(exc)
+                    continue
+                queued.append((queue, future))
+            results = await pipe.execute(raise_on_error=False) if queued else []
         except BaseException as exc:  # the connection failed: every caller of this round trip fails
             for _, future in batch:
                 if not future.done():
@@ -59,7 +67,7 @@ class AutoPipeline:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(queued, results, strict=True):
             if future.done():  # the caller was cancelled
                 continue
             if isinstance(result, Exception):

@@ -119,7 +119,11 @@ class BookRequest(SlotWrite):
 
     SCRIPT: ClassVar[Script] = Script.from_file(LUA / "book.lua")
     booking_json: str
-    booking_prefix: str
+
+    def other_booking(self, booking_id: str) -> str:
+        """The key of another booking of this tenant (this booking's key with the id swapped):
+        where an `existing` answer's booking is read."""
+        return self.booking.removesuffix(self.booking_id) + booking_id
 
     @classmethod
     def of(
@@ -128,7 +132,6 @@ class BookRequest(SlotWrite):
         return cls(
             **cls.slot(once, booking, calendar, day, conversation_id, now),
             booking_json=booking.model_dump_json(),
-            booking_prefix=TenantKeys(booking.tenant_id).booking(""),
         )
 
 

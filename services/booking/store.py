@@ -22,7 +22,7 @@ from services.booking.scripts import (
     StoreInvitation,
     WriteOnce,
 )
-from shared.domain import Booking, Calendar
+from shared.domain import Booking, BookingStatus, Calendar
 from shared.keys import TenantKeys
 
 LOOKBACK_S = 2 * 86_400
@@ -134,13 +134,29 @@ class BookingStore:
         )
         if not ids:
             return []
-        raws: list[bytes | None] = await self.auto.call(lambda p: p.mget([keys.booking(as_text(i)) for i in ids]))
+        # MGET as a plain command: a cluster pipeline refuses its `mget` method (one tenant: one slot)
+        raws: list[bytes | None] = await self.auto.call(
+            lambda p: p.execute_command("MGET", *(keys.booking(as_text(i)) for i in ids))
+        )
         return [Owned(Booking.model_validate_json(r), as_text(r)) for r in raws if r is not None]
 
     async def write(self, request: WriteOnce) -> ScriptResult:
         """One booking write (book, cancel or reschedule): its script's checks and write, in one
         atomic step, in the shared round trip."""
-        return _result(await self.auto.script(request))
+        result = _result(await self.auto.script(request))
+        if result.status == "existing" and isinstance(request, BookRequest):
+            return await self._existing(request, result.payload)
+        return result
+
+    async def _existing(self, request: BookRequest, booking_id: str) -> ScriptResult:
+        """book.lua found the caller's own booking of the slot and names it by id (a script
+        reads only its KEYS): its JSON, or `changed` when it moved or went meanwhile."""
+        raw = await self.auto.call(lambda p: p.get(request.other_booking(booking_id)))
+        if raw is not None:
+            booking = Booking.model_validate_json(raw)
+            if booking.status is BookingStatus.confirmed and int(booking.start.timestamp()) == request.start:
+                return ScriptResult("existing", as_text(raw))
+        return ScriptResult("changed", "")
 
 
 def _result(out: Sequence[Any]) -> ScriptResult:

@@ -9,8 +9,9 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from pydantic import BaseModel
 
+from runtime.redis import broker as make_broker
 from runtime.redis import connect, ensure_groups
-from runtime.worker import Handled, Handler, StreamWorker, observe
+from runtime.worker import Handled, Handler, observe, partition_workers
 from services.calendar.admin import CalendarAdmin
 from services.calendar.service import AvailabilityService
 from services.calendar.store import CalendarStore, load_calendars
@@ -54,10 +55,11 @@ def make_handler(service: AvailabilityService, admin: CalendarAdmin | None = Non
 
 def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     """Compose the worker: broker, store, service, subscribers; groups and demo data on start."""
-    broker = RedisBroker(settings.redis_url, graceful_timeout=10.0)
-    redis = connect(settings.redis_url, wait_for_connection=False)  # pipelined: few connections
+    broker = make_broker(settings.redis_url, cluster=settings.redis_cluster, graceful_timeout=10.0)
+    # pipelined: few connections
+    redis = connect(settings.redis_url, cluster=settings.redis_cluster, wait_for_connection=False)
     store = CalendarStore(redis, settings.idempotency_ttl_s)
-    worker = StreamWorker(
+    workers = partition_workers(
         settings,
         redis,
         streams.CALENDAR_REQUESTS,
@@ -66,11 +68,12 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
         forget=frozenset({"import_ics"}),  # the calendar's text is private: keep only its busy blocks
     )
     app = FastStream(broker)
-    worker.attach(app)
+    for worker in workers:
+        worker.attach(app)
 
     @app.on_startup
     async def prepare() -> None:
-        await ensure_groups(redis)
+        await ensure_groups(redis, settings.stream_partitions)
         if settings.seed_calendars_file:
             for calendar in load_calendars(Path(settings.seed_calendars_file)):
                 await store.put(calendar, only_if_new=True)
@@ -79,5 +82,5 @@ def build(settings: Settings) -> tuple[RedisBroker, FastStream]:
     async def close() -> None:
         await redis.aclose()
 
-    observe(app, settings, worker)
+    observe(app, settings, *workers)
     return broker, app

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from redis.asyncio import Redis
 
 from runtime.offers import SlotHolds
-from runtime.redis import as_text
+from runtime.redis import as_text, transaction
 from runtime.scripts import Direct, Key, Keys, Script, ScriptRequest
 from shared.domain import Calendar
 from shared.keys import TenantKeys
@@ -105,7 +105,7 @@ class CalendarStore:
     async def put(self, calendar: Calendar, *, only_if_new: bool = False) -> bool:
         """Store a calendar (seeding; admin writes use `upsert`). Returns whether it was written."""
         keys = TenantKeys(calendar.tenant_id)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = await transaction(self.redis)
         pipe.set(keys.calendar(calendar.calendar_id), calendar.model_dump_json(), nx=only_if_new)
         pipe.sadd(keys.calendars(), calendar.calendar_id)
         stored, _ = await pipe.execute()

@@ -15,7 +15,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
 
@@ -38,10 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url)
-        broker = RedisBroker(settings.redis_url)
-        await broker.connect()
-        bus = ToolBus(redis, broker, settings.instance_id, block_ms=settings.block_ms)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        bus = ToolBus(
+            redis, None, settings.instance_id, block_ms=settings.block_ms, partitions=settings.stream_partitions
+        )
         await bus.start()
         client = AsyncOpenAI(
             base_url=settings.openai_base_url,
@@ -67,7 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             warming.cancel()
             await bus.stop()
-            await broker.stop()
             await client.close()
             await redis.aclose()
 

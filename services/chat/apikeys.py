@@ -13,7 +13,8 @@ from shared.settings import get_settings
 
 
 async def run(command: str, value: str) -> str:
-    redis = connect(get_settings().redis_url)
+    settings = get_settings()
+    redis = connect(settings.redis_url, cluster=settings.redis_cluster)
     try:
         keys = ApiKeys(redis)
         if command == "create":

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import AwareDatetime, BaseModel, Field
 from redis.asyncio import Redis
 
-from runtime.redis import as_text
+from runtime.redis import as_text, transaction
 from runtime.scripts import Direct, Key, Script, ScriptRequest
 from shared.keys import TenantKeys
 from shared.messages import MessageType
@@ -101,7 +101,7 @@ class Approvals:
             await self.transition(tenant_id, user_id, conversation_id, as_text(previous), "superseded")
         now = int(time.time())
         key = keys.action(action.action_id)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = await transaction(self.redis)
         pipe.hset(
             key,
             mapping={

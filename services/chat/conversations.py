@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from runtime.redis import transaction
 from shared.keys import TenantKeys
 
 Message = dict[str, Any]
@@ -26,7 +27,7 @@ class ConversationStore:
     async def append_turn(self, tenant_id: str, conversation_id: str, messages: list[Message]) -> None:
         keys = TenantKeys(tenant_id)
         key, count = keys.conversation(conversation_id), keys.conversation_turns(conversation_id)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = await transaction(self.redis)
         pipe.rpush(key, json.dumps(messages))
         pipe.ltrim(key, -self.max_turns, -1)
         pipe.expire(key, self.ttl_s)

@@ -39,10 +39,14 @@ trip less between a reply and the next read)."""
 
 
 class ToolBus:
-    def __init__(self, redis: Redis, broker: RedisBroker | None, instance_id: str, *, block_ms: int = 1000) -> None:
+    def __init__(
+        self, redis: Redis, broker: RedisBroker | None, instance_id: str, *, block_ms: int = 1000, partitions: int = 1
+    ) -> None:
         """`redis`: a client from runtime.redis.connect (it retries through a Redis restart); it
-        also publishes (raw JSON entries). `broker` is no longer used; kept for callers."""
+        also publishes (raw JSON entries), each on its tenant's partition of the tool's stream
+        (`partitions`: settings.stream_partitions). `broker` is no longer used; kept for callers."""
         self.redis = redis
+        self.partitions = partitions
         self.broker = broker
         self.reply_to = streams.reply_stream(instance_id)
         self.block_ms = block_ms
@@ -53,7 +57,7 @@ class ToolBus:
         self._ttl_refreshed = float("-inf")
 
     async def start(self) -> None:
-        await ensure_groups(self.redis)
+        await ensure_groups(self.redis, self.partitions)
         info = await self.redis.xinfo_stream(self.reply_to) if await self.redis.exists(self.reply_to) else None
         self._last_id = info["last-generated-id"].decode() if info else "0-0"
         self._reader = asyncio.create_task(self._read_replies(), name="toolbus-replies")
@@ -82,7 +86,10 @@ class ToolBus:
         self._pending[envelope.message_id] = future
         stream = TOOLS[envelope.type].stream
         try:
-            await self.redis.xadd(stream, {streams.DATA_FIELD: envelope.model_dump_json()})
+            await self.redis.xadd(
+                streams.partition_of(stream, envelope.tenant_id, self.partitions),
+                {streams.DATA_FIELD: envelope.model_dump_json()},
+            )
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
             try:

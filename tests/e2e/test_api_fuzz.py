@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from services.chat.api import create_app
-from testkit.fixtures import TEST_DATABASE
+from testkit.fixtures import database_url
 from testkit.system import launched_in_thread, make_settings
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -18,7 +18,7 @@ schema = schemathesis.openapi.from_dict(create_app(make_settings("redis://unused
 
 @pytest.fixture(scope="module")
 def live_url(redis_server: str) -> Iterator[str]:
-    with launched_in_thread(f"{redis_server}/{TEST_DATABASE}", tool_timeout_s=2.0) as url:
+    with launched_in_thread(database_url(redis_server), tool_timeout_s=2.0) as url:
         yield url
 
 

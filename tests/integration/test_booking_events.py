@@ -25,6 +25,7 @@ from shared.settings import Settings
 from shared.tools import BookMeeting
 from testkit.booking_data import (
     Replies,
+    add_and_take,
     book_payload,
     cancel_payload,
     command,
@@ -154,11 +155,7 @@ async def test_a_command_reclaimed_after_its_write_publishes_the_identical_event
     # the dead worker's part: the write, and the entry it had read and never acked
     change = await BookingService(BookingStore(redis, 3600)).book(book, BookMeeting.model_validate(book.payload))
     # added and read in one transaction, so the live worker's blocked read cannot take it first
-    pipe = redis.pipeline(transaction=True)
-    pipe.xadd(streams.BOOKING_COMMANDS, {streams.DATA_FIELD: book.model_dump_json()})
-    pipe.xreadgroup(streams.BOOKING_GROUP, "dead-worker", {streams.BOOKING_COMMANDS: ">"}, count=1)
-    _, taken = await pipe.execute()
-    assert taken
+    assert await add_and_take(redis, book, "dead-worker")
 
     assert not await replies.wait_for([book.message_id], settings.visibility_timeout_ms / 1000 + 10)
     await publish(redis, [book])  # a plain duplicate afterwards: answered, no second event

@@ -147,6 +147,19 @@ async def test_rescheduling_takes_the_new_slot_and_frees_the_old_one_in_one_step
     assert outcome(await bob.book(TEN)).booking.start == TEN  # the old slot is free again
 
 
+async def test_booking_your_own_slot_again_answers_your_booking_and_writes_nothing(
+    clients: dict[str, Client], redis: Redis
+) -> None:
+    alice = clients["alice"]
+    booked = outcome(await alice.book(TEN)).booking
+
+    again = outcome(await alice.book(TEN))  # a new command (new key) for the very same slot
+
+    assert again.booking == booked
+    assert await busy_starts(redis) == [TEN]
+    assert len(await redis.keys(KEYS.booking("*"))) == 1
+
+
 async def test_moving_onto_a_taken_slot_changes_nothing(clients: dict[str, Client], redis: Redis) -> None:
     alice, bob = clients["alice"], clients["bob"]
     await alice.book(TEN)

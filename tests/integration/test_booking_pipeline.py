@@ -11,14 +11,17 @@ from typing import ClassVar
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from runtime.scripts import Direct, Key, Queue, Runner, Script, ScriptRequest
 from services.booking.pipeline import AutoPipeline
 
 
 async def test_concurrent_callers_each_get_their_own_reply(redis: Redis) -> None:
-    await redis.mset({f"k{i}": f"v{i}" for i in range(200)})
+    pipe = redis.pipeline(transaction=False)  # not MSET: on a cluster the keys span every node
+    for i in range(200):
+        pipe.set(f"k{i}", f"v{i}")
+    await pipe.execute()
     auto = AutoPipeline(redis)
 
     def get(key: str) -> Queue:
@@ -40,6 +43,21 @@ async def test_a_failing_command_fails_only_its_caller(redis: Redis) -> None:
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await bad
     assert await good == b"1"
+
+
+async def test_a_command_the_pipeline_refuses_to_queue_fails_only_its_caller(redis: Redis) -> None:
+    """redis-py refuses some commands while a pipeline is built (XADD without fields here; on a
+    cluster also a pipelined `evalsha`): that caller gets the error, the others their replies,
+    nobody waits for ever."""
+    await redis.set("k", "v")
+    auto = AutoPipeline(redis)
+
+    refused = auto.call(lambda p: p.xadd("s", {}))
+    good = auto.call(lambda p: p.get("k"))
+
+    assert await asyncio.wait_for(good, 5) == b"v"
+    with pytest.raises(DataError):
+        await asyncio.wait_for(refused, 5)
 
 
 @pytest.mark.parametrize("runner", [AutoPipeline, Direct])

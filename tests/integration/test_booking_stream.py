@@ -24,7 +24,9 @@ from testkit.calendar_days import at, next_weekday
 async def bus(settings: Settings, workers: None, redis: Redis) -> AsyncIterator[ToolBus]:
     broker = RedisBroker(settings.redis_url)
     await broker.connect()
-    tool_bus = ToolBus(redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100)
+    tool_bus = ToolBus(
+        redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions
+    )
     await tool_bus.start()
     yield tool_bus
     await tool_bus.stop()

@@ -34,7 +34,9 @@ LEE = next(c for c in DEMO if c["calendar_id"] == "dr-lee")
 async def bus(settings: Settings, workers: None, redis: Redis) -> AsyncIterator[ToolBus]:
     broker = RedisBroker(settings.redis_url)
     await broker.connect()
-    tool_bus = ToolBus(redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100)
+    tool_bus = ToolBus(
+        redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions
+    )
     await tool_bus.start()
     yield tool_bus
     await tool_bus.stop()
@@ -167,7 +169,7 @@ async def test_the_imported_calendar_text_is_deleted_from_the_request_stream_onc
     day = next_weekday(2)
     assert (await import_ics(bus, vcalendar(busy_event(at(day, 10), at(day, 11))))).error is None
     await free_slots(bus, day)  # other requests stay in the stream as usual
-    entries = await redis.xrange(streams.CALENDAR_REQUESTS)
+    entries = await redis.xrange(streams.partition_of(streams.CALENDAR_REQUESTS, "demo", bus.partitions))
     assert entries and all(b"import_ics" not in fields[streams.DATA_FIELD.encode()] for _, fields in entries)
     assert "Jane" not in repr(entries)
 

@@ -26,7 +26,8 @@ from shared import streams
 from shared.keys import TenantKeys
 from shared.messages import DomainError, Envelope, Reply, utcnow
 from shared.tools import BookMeeting
-from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at
+from testkit.booking_data import TENANT, book_payload, command, offer, put_rooms, settle, slot_at, stream_partitions
+from testkit.redis_cluster import is_cluster_url
 from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
@@ -39,7 +40,7 @@ Spawn = Callable[..., Awaitable[list[WorkerProcess]]]
 
 @pytest.fixture
 async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
-    await ensure_groups(redis)
+    await ensure_groups(redis, stream_partitions())
     started: list[WorkerProcess] = []
 
     async def start(count: int = 1, **env: str | int) -> list[WorkerProcess]:
@@ -60,8 +61,8 @@ async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
 
 @pytest.fixture
 async def bus(redis_url: str) -> AsyncIterator[ToolBus]:
-    client = connect(redis_url)
-    toolbus = ToolBus(client, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100)
+    client = connect(redis_url, cluster=is_cluster_url(redis_url))
+    toolbus = ToolBus(client, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=stream_partitions())
     await toolbus.start()
     yield toolbus
     await toolbus.stop()
@@ -82,8 +83,11 @@ async def kill_while_holding(redis: Redis, victim: WorkerProcess, timeout_s: flo
     """SIGKILL the worker as soon as it holds unacked entries (mid-batch); what it held."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        summary = await redis.xpending(streams.BOOKING_COMMANDS, streams.BOOKING_GROUP)
-        held = {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
+        held: dict[str, int] = {}
+        for name in streams.partitions(streams.BOOKING_COMMANDS, stream_partitions()):
+            summary = await redis.xpending(name, streams.BOOKING_GROUP)
+            for c in summary["consumers"]:
+                held[c["name"].decode()] = held.get(c["name"].decode(), 0) + int(c["pending"])
         if held.get(victim.instance_id, 0):
             victim.kill()
             return held[victim.instance_id]

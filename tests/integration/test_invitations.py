@@ -25,7 +25,17 @@ from shared.domain import BookingOutcome
 from shared.keys import TenantKeys
 from shared.messages import Envelope
 from shared.tools import BookMeeting
-from testkit.booking_data import TENANT, Replies, book_payload, command, offer, publish, put_rooms, slot_at
+from testkit.booking_data import (
+    TENANT,
+    Replies,
+    add_and_take,
+    book_payload,
+    command,
+    offer,
+    publish,
+    put_rooms,
+    slot_at,
+)
 from testkit.worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.faults
@@ -88,10 +98,7 @@ async def test_every_applied_booking_gets_its_invitation_once_with_workers_kille
     # its command entry pending with a consumer that will never come back
     orphan = commands.pop()
     change = await BookingService(BookingStore(redis, 3600)).book(orphan, BookMeeting.model_validate(orphan.payload))
-    pipe = redis.pipeline(transaction=True)
-    pipe.xadd(streams.BOOKING_COMMANDS, {streams.DATA_FIELD: orphan.model_dump_json()})
-    pipe.xreadgroup(streams.BOOKING_GROUP, "died-after-writing", {streams.BOOKING_COMMANDS: ">"}, count=1)
-    await pipe.execute()
+    assert await add_and_take(redis, orphan, "died-after-writing")
 
     bookers = await spawn("services.booking", 2)
     renderers = await spawn("services.booking.invitations", 2)

@@ -21,6 +21,7 @@ import yaml
 
 from services.model.settings import ModelSettings
 from shared.settings import Settings
+from testkit.redis_cluster import is_cluster_url
 from testkit.system import make_settings, running_workers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,10 @@ def test_app_services_set_only_variables_the_code_reads(name: str) -> None:
     known = settings_env(Settings) | env_read_by_code()
     unknown = set(SERVICES[name]["environment"]) - known
     assert not unknown, f"{name} sets variables nothing reads: {sorted(unknown)}"
-    assert SERVICES[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    env = SERVICES[name]["environment"]
+    assert env["REDIS_URL"] == "${REDIS_URL:-redis://redis:6379/0}"  # the compose Redis unless pointed elsewhere
+    assert env["REDIS_CLUSTER"] == "${REDIS_CLUSTER:-false}"
+    assert env["STREAM_PARTITIONS"] == "${STREAM_PARTITIONS:-1}"
 
 
 def test_the_model_service_sets_only_model_settings_and_runs_under_the_local_profile() -> None:
@@ -144,7 +148,7 @@ def test_the_dockerfile_is_multi_stage_with_non_root_targets_for_the_compose_fil
 
 def _worker_check(name: str) -> list[str]:
     test: list[str] = SERVICES[name]["healthcheck"]["test"]
-    assert test[1:3] == ["python", "-c"]
+    assert test[1:4] == ["python", "-m", "runtime.health"]
     return [sys.executable, *test[2:]]
 
 
@@ -156,7 +160,7 @@ async def exit_code(argv: list[str], env: dict[str, str]) -> int:
 
 
 async def test_the_worker_healthcheck_passes_once_the_worker_has_created_its_group(redis_url: str) -> None:
-    env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    env = {"REDIS_URL": redis_url, "REDIS_CLUSTER": str(is_cluster_url(redis_url)).lower(), "PATH": "/usr/bin:/bin"}
     check = _worker_check("booking")
     assert await exit_code(check, env) != 0
     async with running_workers(make_settings(redis_url, "http://127.0.0.1:9/v1"), ["booking"]):

@@ -3,6 +3,7 @@ that drift apart fail here, not in a booking."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -82,3 +83,39 @@ def test_a_library_is_included_once_where_it_is_named() -> None:
     assert source.count("local function past_deadline") == 1
     assert source.count("local function check_holds") == 1
     assert "--#include" not in source
+
+
+CALL = re.compile(r"redis\.p?call\(\s*'([A-Z]+)'\s*(?:,\s*([^,)]+))?")
+PARAMETERS = re.compile(r"local function \w+\(([^)]*)\)")
+OVER_KEYS = re.compile(r"for \w+, (\w+) in ipairs\(KEYS\)")
+KEYLESS = frozenset({"TIME"})
+
+
+def touched_keys(source: str) -> list[tuple[str, str]]:
+    """(command, key expression) of every redis.call / redis.pcall of a script's source."""
+    return [(command, key.strip()) for command, key in CALL.findall(source) if command not in KEYLESS]
+
+
+def key_refusals(script: Script) -> list[str]:
+    """The calls whose key is not one of the script's KEYS by name, nor a variable running over
+    KEYS, nor a library function's parameter (its callers pass their KEYS): a key built from
+    ARGV or by `..` is refused, as Redis Cluster routes a script by the KEYS it is given."""
+    named = {f"K.{e.name}" for e in script.contract if e.kind == "KEYS"} | set(OVER_KEYS.findall(script.source))
+    parameters = {p.strip() for params in PARAMETERS.findall(script.source) for p in params.split(",")}
+    return [f"{command} {key}" for command, key in touched_keys(script.source) if key not in named | parameters]
+
+
+@pytest.mark.parametrize("request_type", requests(), ids=lambda r: r.__name__)
+def test_every_key_a_script_touches_is_passed_in_its_keys(request_type: type[ScriptRequest]) -> None:
+    assert touched_keys(request_type.SCRIPT.source), "no call found: the pattern no longer matches"
+    assert key_refusals(request_type.SCRIPT) == []
+
+
+def test_a_script_that_builds_a_key_from_its_arguments_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "built.lua"
+    path.write_text(
+        "-- KEYS[1] busy: one\n-- ARGV[1] prefix: a key prefix\n"
+        "local id = redis.call('ZRANGE', K.busy, 0, 0)[1]\n"
+        "return redis.call('GET', A.prefix .. id)"
+    )
+    assert key_refusals(Script.from_file(path)) == ["GET A.prefix .. id"]

@@ -25,10 +25,10 @@
 -- ARGV[17] booking_id: the new booking's id
 -- ARGV[18] user_id: its user
 -- ARGV[19] booking_json: the new booking
--- ARGV[20] booking_prefix: the key prefix of bookings (same hash tag)
 -- Returns {status, payload, meta, sequence}:
 --   created -> result json (also when this very attempt already wrote it: a client retry);
---   replayed -> the stored result of an earlier attempt; existing -> the caller's booking json;
+--   replayed -> the stored result of an earlier attempt; existing -> the id of the caller's own
+--   booking of this very slot (its key is not among KEYS, so the caller reads it: BookingStore.write);
 --   conflict, expired, slot_taken, held, daily_limit, not_offered, offer_expired -> ''
 --#include write_once
 --#include offers
@@ -52,7 +52,7 @@ for i = 1, #rows, 2 do
   if os < e + after + before and oe + after > s - before then
     -- the same person asking again for the very same slot gets their booking back
     if ouser == A.user_id and os == s and oe == e then
-      return {'existing', redis.call('GET', A.booking_prefix .. oid), '', 0}
+      return {'existing', oid, '', 0}
     end
     return refused('slot_taken')
   end

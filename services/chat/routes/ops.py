@@ -43,7 +43,9 @@ async def readyz(deps: Services) -> JSONResponse:
     }
     try:
         checks["redis"] = bool(await deps.redis.ping())
-        checks["groups"] = all([await _has_group(deps.redis, s, g) for s, g in streams.GROUPS])
+        checks["groups"] = all(
+            [await _has_group(deps.redis, s, g) for s, g in streams.groups(settings.stream_partitions)]
+        )
     except RedisError as exc:
         log.warning("readiness check failed: %s", exc)
     ready = all(checks.values())
@@ -53,7 +55,7 @@ async def readyz(deps: Services) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics_page(deps: Services) -> Response:
     """Prometheus metrics, with stream lag and pending counts read from Redis now."""
-    for stream, group in streams.GROUPS:
+    for stream, group in streams.groups(deps.settings.stream_partitions):
         for info in await _groups(deps.redis, stream):
             if as_text(info["name"]) == group:
                 metrics.STREAM_PENDING.labels(stream, group).set(int(info["pending"]))

@@ -1,0 +1,187 @@
+"""A private Redis Cluster for tests and benches: N masters (`redis-server --cluster-enabled yes`)
+on free loopback ports, each in its own directory, joined by `redis-cli --cluster create`.
+
+    with private_cluster() as cluster:     # cluster.url, cluster.ports, cluster.restart(i)
+        ...
+
+Every process it starts is stopped when the block ends, also when starting failed half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from runtime.redis import RetryingCluster, cluster_options
+from testkit.redis_server import RedisServer
+
+NODE_TIMEOUT_MS = 5_000
+"""Longer than a master's restart in the tests: the others never mark it failed (which would
+take the whole cluster down). A restarted master itself refuses commands (CLUSTERDOWN) for
+about this long before it rejoins: clients must retry that long (runtime/redis.py: ~17 s)."""
+
+
+def cluster_port() -> int:
+    """A loopback port free right now whose cluster bus port (+10000) is free too; at most
+    55535, since the bus port must exist."""
+    while True:
+        port = random.randint(20_000, 45_000)
+        try:
+            for candidate in (port, port + 10_000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+class RedisClusterServers:
+    """`masters` cluster nodes in `workdir`; `appendonly` when a test restarts one."""
+
+    def __init__(self, workdir: str, *, masters: int = 3, appendonly: bool = False) -> None:
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli not found")
+        self.nodes: list[RedisServer] = []
+        for i in range(masters):
+            folder = Path(workdir) / f"node{i}"
+            folder.mkdir()
+            self.nodes.append(
+                RedisServer(
+                    str(folder),
+                    appendonly=appendonly,
+                    port=cluster_port(),
+                    extra=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        str(NODE_TIMEOUT_MS),
+                    ),
+                )
+            )
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """A URL of one node (a cluster client finds the others from it)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_s: float = 30.0) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout_s,
+        )
+        self.wait_ok(timeout_s)
+        return self
+
+    def wait_ok(self, timeout_s: float = 30.0) -> None:
+        """Until every node reports `cluster_state:ok` and knows every master."""
+        deadline = time.monotonic() + timeout_s
+        for port in self.ports:
+            client = redis.Redis(port=port, socket_connect_timeout=0.5)
+            try:
+                while True:
+                    with contextlib.suppress(redis.RedisError):
+                        info = client.cluster("info")
+                        if info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == len(
+                            self.ports
+                        ):
+                            break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"cluster node {port} is not ok")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+
+    def master_of_slot(self, slot: int) -> int:
+        """The port of the master serving `slot`."""
+        client = redis.Redis(port=self.ports[0])
+        try:
+            for start, end, master, *_ in client.cluster("slots"):
+                if int(start) <= slot <= int(end):
+                    return int(master[1])
+        finally:
+            client.close()
+        raise LookupError(f"slot {slot} is not served")
+
+    def restart(self, index: int) -> None:
+        """SHUTDOWN one master (it writes its AOF) and start it again on its port."""
+        node = self.nodes[index]
+        node.shutdown()
+        node.start()
+        self.wait_ok()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def private_cluster(masters: int = 3, *, appendonly: bool = False) -> Iterator[RedisClusterServers]:
+    """A fresh cluster of `masters` masters that nothing else can touch, stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix="redis-cluster-") as workdir:
+        cluster = RedisClusterServers(workdir, masters=masters, appendonly=appendonly)
+        try:
+            yield cluster.start()
+        finally:
+            cluster.stop()
+
+
+_CLUSTER_URLS: set[str] = set()
+
+
+def register_cluster_url(url: str) -> None:
+    """Mark `url` as a cluster node's: settings and worker processes built for it run in cluster mode."""
+    _CLUSTER_URLS.add(url.rstrip("/"))
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether `url` names a node of a cluster started (or named) for these tests."""
+    return url.rstrip("/") in _CLUSTER_URLS
+
+
+class ClusterTestClient(RetryingCluster):
+    """The tests' client on a cluster: `connect`'s cluster client whose KEYS asks every master
+    (redis-py sends it to one node), so a test reads what it reads on one node."""
+
+    async def keys(self, pattern: Any = "*", **kwargs: Any) -> Any:
+        return await super().keys(pattern, target_nodes=RedisCluster.PRIMARIES, **kwargs)
+
+
+async def redis_client(url: str) -> Redis:
+    """A bytes-mode client on `url` for a test to look at what was stored: a plain one, or on a
+    registered cluster a ClusterTestClient, ready (see runtime.redis.transaction)."""
+    if not is_cluster_url(url):
+        return Redis.from_url(url)
+    client = ClusterTestClient.from_url(url, **cluster_options())
+    await client.initialize()
+    return cast(Redis, client)
+
+
+async def flush_all(url: str) -> None:
+    """Empty the database behind `url`: every master of a cluster, or the one database."""
+    client = await redis_client(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
