@@ -90,6 +90,7 @@ def _backoff() -> ExponentialBackoff:
 
 
 CLUSTER_RETRY_ON: tuple[type[Exception], ...] = (*RedisCluster.ERRORS_ALLOW_RETRY, *RETRY_ON)
+_RETRY_OR_TORN_DOWN: tuple[type[Exception], ...] = (*CLUSTER_RETRY_ON, AttributeError)
 
 
 class RetryingCluster(RedisCluster):
@@ -97,7 +98,12 @@ class RetryingCluster(RedisCluster):
     is down at once, without a pause, so a master's restart (seconds) exhausts its attempts in
     milliseconds. This one then retries it with the module's backoff, for about RETRY_SPAN_S,
     like `connect`'s single-node client. (Pipelines keep redis-py's own retries: 0.25 s apart,
-    about 5 s; their callers retry on their own.)"""
+    about 5 s; their callers retry on their own.)
+
+    During a failover redis-py (8.1) refreshes the slots and disconnects the old master's
+    connections, also one another command is opening at that moment, which then fails with
+    AttributeError ("'NoneType' object has no attribute 'writelines'": its writer is gone). That
+    is a lost connection too, and retried as one (tests/integration/test_cluster.py, failover)."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         backoff = _backoff()
@@ -105,7 +111,9 @@ class RetryingCluster(RedisCluster):
         while True:
             try:
                 return await super().execute_command(*args, **kwargs)
-            except CLUSTER_RETRY_ON as exc:
+            except _RETRY_OR_TORN_DOWN as exc:
+                if isinstance(exc, AttributeError) and "'NoneType' object" not in str(exc):
+                    raise  # a bug, not a connection torn down under the command
                 failures += 1
                 if failures > RETRIES:
                     raise

@@ -1,8 +1,11 @@
-"""A private Redis Cluster for tests and benches: N masters (`redis-server --cluster-enabled yes`)
-on free loopback ports, each in its own directory, joined by `redis-cli --cluster create`.
+"""A private Redis Cluster for tests and benches: N masters (`redis-server --cluster-enabled yes`),
+each with R replicas, on free loopback ports, each in its own directory, joined by
+`redis-cli --cluster create`.
 
     with private_cluster() as cluster:     # cluster.url, cluster.ports, cluster.restart(i)
         ...
+    with private_cluster(3, replicas=1) as cluster:
+        cluster.failover(1)                # the first master's replica takes over (CLUSTER FAILOVER)
 
 Every process it starts is stopped when the block ends, also when starting failed half-way.
 """
@@ -48,13 +51,16 @@ def cluster_port() -> int:
 
 
 class RedisClusterServers:
-    """`masters` cluster nodes in `workdir`; `appendonly` when a test restarts one."""
+    """`masters` cluster nodes in `workdir`, each with `replicas` replicas; `appendonly` when a
+    test restarts one. The first `masters` nodes start as the masters."""
 
-    def __init__(self, workdir: str, *, masters: int = 3, appendonly: bool = False) -> None:
+    def __init__(self, workdir: str, *, masters: int = 3, replicas: int = 0, appendonly: bool = False) -> None:
         if shutil.which("redis-cli") is None:
             raise RuntimeError("redis-cli not found")
+        self.masters = masters
+        self.replicas = replicas
         self.nodes: list[RedisServer] = []
-        for i in range(masters):
+        for i in range(masters * (1 + replicas)):
             folder = Path(workdir) / f"node{i}"
             folder.mkdir()
             self.nodes.append(
@@ -86,7 +92,15 @@ class RedisClusterServers:
         for node in self.nodes:
             node.start()
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-yes"],
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=timeout_s,
@@ -124,6 +138,35 @@ class RedisClusterServers:
             client.close()
         raise LookupError(f"slot {slot} is not served")
 
+    def failover(self, index: int, timeout_s: float = 30.0) -> int:
+        """A replica of master `index` (its port, in `ports`) takes over with CLUSTER FAILOVER
+        (the manual kind: the master stops taking writes until the replica has caught up, then
+        they swap). Returns the new master's port once every node agrees again."""
+        master = redis.Redis(port=self.ports[index])
+        try:
+            node_id = master.cluster("myid")
+            lines = master.cluster("replicas", node_id)
+        finally:
+            master.close()
+        if not lines:
+            raise LookupError(f"master {self.ports[index]} has no replica")
+        # redis-py parses the reply like CLUSTER NODES: {"host:port@bus": {...}}; raw, a line each
+        first = next(iter(lines)) if isinstance(lines, dict) else lines[0].split()[1]
+        first = first.decode() if isinstance(first, bytes) else first
+        port = int(first.split("@")[0].rsplit(":", 1)[1])
+        replica = redis.Redis(port=port)
+        try:
+            replica.cluster("failover")
+            deadline = time.monotonic() + timeout_s
+            while replica.role()[0] not in (b"master", "master"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica {port} did not take over")
+                time.sleep(0.05)
+        finally:
+            replica.close()
+        self.wait_ok(timeout_s)
+        return port
+
     def restart(self, index: int) -> None:
         """SHUTDOWN one master (it writes its AOF) and start it again on its port."""
         node = self.nodes[index]
@@ -137,10 +180,11 @@ class RedisClusterServers:
 
 
 @contextlib.contextmanager
-def private_cluster(masters: int = 3, *, appendonly: bool = False) -> Iterator[RedisClusterServers]:
-    """A fresh cluster of `masters` masters that nothing else can touch, stopped at the end."""
+def private_cluster(masters: int = 3, *, replicas: int = 0, appendonly: bool = False) -> Iterator[RedisClusterServers]:
+    """A fresh cluster of `masters` masters (each with `replicas` replicas) that nothing else can
+    touch, stopped at the end."""
     with tempfile.TemporaryDirectory(prefix="redis-cluster-") as workdir:
-        cluster = RedisClusterServers(workdir, masters=masters, appendonly=appendonly)
+        cluster = RedisClusterServers(workdir, masters=masters, replicas=replicas, appendonly=appendonly)
         try:
             yield cluster.start()
         finally:

@@ -9,7 +9,7 @@ import asyncio
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import cast
 
 import httpx
@@ -209,16 +209,16 @@ async def test_poison_on_every_partition_is_dead_lettered_and_acked(
     assert sorted(letter["stream"] for letter in letters) == sorted(names)
 
 
-@pytest.mark.parametrize("fault", ["master restarted", "worker killed"])
-async def test_a_fault_mid_load_loses_no_command_and_doubles_none(
-    cluster: RedisClusterServers, cluster_redis: Redis, fault: str
+async def booking_load_through(
+    cluster: RedisClusterServers, cluster_redis: Redis, fault: Callable[[list[WorkerProcess]], Awaitable[None]]
 ) -> None:
-    """A master restarted with AOF (its partitions and tenants' keys away for seconds), or a
-    worker killed mid-batch (the other reclaims its entries on every partition)."""
+    """480 bookings of 12 tenants published one by one (as the chat's ToolBus does) to 2 worker
+    processes; `fault` strikes mid-load. Then: every command answered, every answer of one
+    command the same booking, one stored booking each, no dead letter."""
     for tenant in TENANTS:
         await put_rooms(cluster_redis, 2, tenant_id=tenant)
     await ensure_groups(cluster_redis, P)
-    reply_to = f"replies:restart-{uuid.uuid4().hex[:6]}"
+    reply_to = f"replies:fault-{uuid.uuid4().hex[:6]}"
     commands: list[Envelope] = []
     for i in range(480):
         tenant = TENANTS[i % len(TENANTS)]
@@ -239,14 +239,14 @@ async def test_a_fault_mid_load_loses_no_command_and_doubles_none(
     workers = [
         WorkerProcess("services.booking", cluster.url, f"cl-{uuid.uuid4().hex[:8]}", **env).start() for _ in range(2)
     ]
-    publisher = connect(cluster.url, cluster=True)  # retries through the restart, like the chat
+    publisher = connect(cluster.url, cluster=True)  # retries through the fault, like the chat
     try:
         await ensure_groups(publisher, P)  # as the chat's ToolBus starts
         for proc in workers:
             await proc.ready()
 
         async def load() -> None:
-            """Each command on its own, as the chat's ToolBus publishes (retried through the restart)."""
+            """Each command on its own, as the chat's ToolBus publishes (retried through the fault)."""
             for i in range(0, len(commands), 20):
                 await asyncio.gather(
                     *(
@@ -262,17 +262,7 @@ async def test_a_fault_mid_load_loses_no_command_and_doubles_none(
         loading = asyncio.create_task(load())
         await asyncio.sleep(0.4)
         assert not loading.done(), "the load ended before the fault"
-        if fault == "master restarted":
-            await asyncio.to_thread(cluster.restart, 1)  # every master serves partitions (first test)
-        else:  # killed while it holds entries (unacked, mid-batch), so the other must reclaim them
-            held = 0
-            for _ in range(200):
-                held = await held_by(cluster_redis, workers[0].instance_id)
-                if held:
-                    break
-                await asyncio.sleep(0.005)
-            workers[0].kill()
-            assert held, "the worker held nothing when it was killed"
+        await fault(workers)
         faulted_mid_load = not loading.done()
         await loading
         assert faulted_mid_load, "the load ended while the fault lasted: make it longer"
@@ -296,3 +286,56 @@ async def test_a_fault_mid_load_loses_no_command_and_doubles_none(
     assert sorted(stored) == sorted(ids.pop() for ids in said.values())
     assert set(stored.values()) == {1}
     assert await stream_entries(cluster_redis, streams.DEAD_LETTERS) == []
+
+
+@pytest.mark.parametrize("fault", ["master restarted", "worker killed"])
+async def test_a_fault_mid_load_loses_no_command_and_doubles_none(
+    cluster: RedisClusterServers, cluster_redis: Redis, fault: str
+) -> None:
+    """A master restarted with AOF (its partitions and tenants' keys away for seconds), or a
+    worker killed mid-batch (the other reclaims its entries on every partition)."""
+
+    async def strike(workers: list[WorkerProcess]) -> None:
+        if fault == "master restarted":
+            await asyncio.to_thread(cluster.restart, 1)  # every master serves partitions (first test)
+            return
+        held = 0  # killed while it holds entries (unacked, mid-batch), so the other must reclaim them
+        for _ in range(200):
+            held = await held_by(cluster_redis, workers[0].instance_id)
+            if held:
+                break
+            await asyncio.sleep(0.005)
+        workers[0].kill()
+        assert held, "the worker held nothing when it was killed"
+
+    await booking_load_through(cluster, cluster_redis, strike)
+
+
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[RedisClusterServers]:
+    """Three masters with one replica each (no AOF: in a failover the replica holds the data)."""
+    with private_cluster(3, replicas=1) as servers:
+        register_cluster_url(servers.url)
+        yield servers
+
+
+async def test_a_failover_to_a_replica_mid_load_loses_no_command_and_doubles_none(
+    replicated: RedisClusterServers,
+) -> None:
+    """CLUSTER FAILOVER on the replica of a master that serves partitions and tenants' keys,
+    while 480 bookings are published: the clients follow the slots to the new master."""
+    await flush_all(replicated.url)
+    client = await redis_client(replicated.url)
+    old_master = replicated.ports[1]
+    promoted: list[int] = []
+
+    async def strike(workers: list[WorkerProcess]) -> None:
+        promoted.append(await asyncio.to_thread(replicated.failover, 1))
+
+    try:
+        await booking_load_through(replicated, client, strike)
+    finally:
+        await client.aclose()
+        await flush_all(replicated.url)
+    assert promoted and promoted[0] != old_master
+    assert old_master not in masters_of(replicated, streams.partitions(streams.BOOKING_COMMANDS, P))
