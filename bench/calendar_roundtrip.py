@@ -21,7 +21,6 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from runtime.redis import ensure_groups
@@ -151,11 +150,9 @@ async def run(url: str, workers: int, callers: int, requests: int) -> None:
     await ensure_groups(redis)
     await seed(redis, rng, first)
     procs = [WorkerProcess("services.calendar", url, f"bench-calendar-{i}").start() for i in range(workers)]
-    broker = RedisBroker(url)
-    bus = ToolBus(redis, broker, f"bench-{uuid.uuid4().hex[:6]}", block_ms=500)
+    bus = ToolBus(redis, f"bench-{uuid.uuid4().hex[:6]}", block_ms=500)
     try:
         await asyncio.gather(*(p.ready() for p in procs))
-        await broker.connect()
         await bus.start()
         text = ics_text(rng, first, ICS_EVENTS)
         t0 = time.perf_counter()
@@ -185,7 +182,6 @@ async def run(url: str, workers: int, callers: int, requests: int) -> None:
         )
     finally:
         await bus.stop()
-        await broker.stop()
         for p in procs:
             p.stop()
         await redis.aclose()

@@ -110,7 +110,7 @@ async def run(url: str, requests: int) -> int:
     echo_proc = subprocess.Popen([sys.executable, "-m", "bench.tool_hop", "--echo", url], cwd=ROOT)  # noqa: ASYNC220
     worker = WorkerProcess("services.booking", url, f"bench-hop-{uuid.uuid4().hex[:6]}", BLOCK_MS=1_000).start()
     chat_redis = connect(url)  # what the chat uses
-    bus = ToolBus(chat_redis, None, f"bench-chat-{uuid.uuid4().hex[:6]}", block_ms=1_000)
+    bus = ToolBus(chat_redis, f"bench-chat-{uuid.uuid4().hex[:6]}", block_ms=1_000)
     try:
         await worker.ready()
         await bus.start()

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
-from faststream.redis import RedisBroker
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -358,9 +357,7 @@ class Harness:
     async def _fixture_bus(self) -> AsyncIterator[Callable[[FixtureBooking, Context], Awaitable[str]]]:
         """Books for the fixture (or for another user mid-conversation) through the booking
         worker; the offer the booking rules require is recorded as a fetch would record it."""
-        broker = RedisBroker(self.redis_url)
-        await broker.connect()
-        bus = ToolBus(self.redis, broker, f"eval-fixture-{uuid.uuid4().hex[:6]}", block_ms=100)
+        bus = ToolBus(self.redis, f"eval-fixture-{uuid.uuid4().hex[:6]}", block_ms=100)
         await bus.start()
         store = CalendarStore(self.redis)
 
@@ -398,7 +395,6 @@ class Harness:
             yield book
         finally:
             await bus.stop()
-            await broker.stop()
 
     # ------------------------------------------------------------ reading the end state
 

@@ -38,9 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings.redis_url, cluster=settings.redis_cluster)
-        bus = ToolBus(
-            redis, None, settings.instance_id, block_ms=settings.block_ms, partitions=settings.stream_partitions
-        )
+        bus = ToolBus(redis, settings.instance_id, block_ms=settings.block_ms, partitions=settings.stream_partitions)
         await bus.start()
         client = AsyncOpenAI(
             base_url=settings.openai_base_url,

@@ -22,7 +22,6 @@ import time
 from datetime import timedelta
 from typing import cast
 
-from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from runtime.outcomes import final_outcome
@@ -39,15 +38,12 @@ trip less between a reply and the next read)."""
 
 
 class ToolBus:
-    def __init__(
-        self, redis: Redis, broker: RedisBroker | None, instance_id: str, *, block_ms: int = 1000, partitions: int = 1
-    ) -> None:
+    def __init__(self, redis: Redis, instance_id: str, *, block_ms: int = 1000, partitions: int = 1) -> None:
         """`redis`: a client from runtime.redis.connect (it retries through a Redis restart); it
         also publishes (raw JSON entries), each on its tenant's partition of the tool's stream
-        (`partitions`: settings.stream_partitions). `broker` is no longer used; kept for callers."""
+        (`partitions`: settings.stream_partitions)."""
         self.redis = redis
         self.partitions = partitions
-        self.broker = broker
         self.reply_to = streams.reply_stream(instance_id)
         self.block_ms = block_ms
         self._pending: dict[str, asyncio.Future[Reply]] = {}

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import date, datetime
 
 import pytest
-from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from services.chat.toolbus import ToolBus
@@ -22,15 +21,10 @@ from testkit.calendar_days import at, next_weekday
 
 @pytest.fixture
 async def bus(settings: Settings, workers: None, redis: Redis) -> AsyncIterator[ToolBus]:
-    broker = RedisBroker(settings.redis_url)
-    await broker.connect()
-    tool_bus = ToolBus(
-        redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions
-    )
+    tool_bus = ToolBus(redis, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions)
     await tool_bus.start()
     yield tool_bus
     await tool_bus.stop()
-    await broker.stop()
 
 
 def book(bus: ToolBus, user: str, start: str | None, key: str | None = None, ref: str | None = None) -> Envelope:

@@ -11,7 +11,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from runtime.redis import as_text
@@ -32,15 +31,10 @@ LEE = next(c for c in DEMO if c["calendar_id"] == "dr-lee")
 
 @pytest.fixture
 async def bus(settings: Settings, workers: None, redis: Redis) -> AsyncIterator[ToolBus]:
-    broker = RedisBroker(settings.redis_url)
-    await broker.connect()
-    tool_bus = ToolBus(
-        redis, broker, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions
-    )
+    tool_bus = ToolBus(redis, f"test-bus-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=settings.stream_partitions)
     await tool_bus.start()
     yield tool_bus
     await tool_bus.stop()
-    await broker.stop()
 
 
 def message(

@@ -62,7 +62,7 @@ async def spawn(redis_url: str, redis: Redis) -> AsyncIterator[Spawn]:
 @pytest.fixture
 async def bus(redis_url: str) -> AsyncIterator[ToolBus]:
     client = connect(redis_url, cluster=is_cluster_url(redis_url))
-    toolbus = ToolBus(client, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=stream_partitions())
+    toolbus = ToolBus(client, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=stream_partitions())
     await toolbus.start()
     yield toolbus
     await toolbus.stop()

@@ -69,7 +69,7 @@ async def test_after_a_redis_restart_mid_load_the_first_command_succeeds(
     (room,) = await put_rooms(admin, 1)
     worker = WorkerProcess("services.booking", server.url, f"restart-{uuid.uuid4().hex[:6]}", BLOCK_MS=100).start()
     chat = connect(server.url)
-    bus = ToolBus(chat, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100)
+    bus = ToolBus(chat, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100)
     try:
         await worker.ready()
         await bus.start()
