@@ -91,6 +91,23 @@ async def held_by(redis: Redis, consumer: str) -> int:
     return held
 
 
+async def offered_booking(
+    redis: Redis, tenant: str, conversation: str, user: str, slot: int, reply_to: str
+) -> Envelope:
+    """A book_meeting command for the `slot`-th slot of the tenant's two rooms, offered in its
+    own conversation first (as a fetch would offer it)."""
+    calendar_id, start = slot_at(slot, ["room-00", "room-01"])
+    await offer(redis, conversation, [(calendar_id, start)], tenant_id=tenant)
+    return command(
+        "book_meeting",
+        book_payload(calendar_id, start, "Guest"),
+        user=user,
+        conversation=conversation,
+        reply_to=reply_to,
+        tenant_id=tenant,
+    )
+
+
 @pytest.mark.parametrize("count", [3, 4, 8, 16])
 def test_the_partitions_of_each_command_stream_land_on_every_master(cluster: RedisClusterServers, count: int) -> None:
     for stream in streams.PARTITIONED:
@@ -114,7 +131,7 @@ async def test_calendar_and_booking_commands_of_many_tenants_are_answered_throug
     for tenant in TENANTS:
         await put_rooms(cluster_redis, 2, tenant_id=tenant)
     chat = connect(cluster.url, cluster=True)
-    bus = ToolBus(chat, None, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=P)
+    bus = ToolBus(chat, f"chat-{uuid.uuid4().hex[:6]}", block_ms=100, partitions=P)
     try:
         async with running_workers(settings):
             await bus.start()
@@ -144,18 +161,8 @@ async def test_calendar_and_booking_commands_of_many_tenants_are_answered_throug
             books: list[Envelope] = []
             for tenant in TENANTS:
                 for i in range(4):
-                    calendar_id, start = slot_at(i, ["room-00", "room-01"])
-                    conversation = f"conv-{tenant}-{i}"
-                    await offer(cluster_redis, conversation, [(calendar_id, start)], tenant_id=tenant)
                     books.append(
-                        command(
-                            "book_meeting",
-                            book_payload(calendar_id, start, "Guest"),
-                            user=f"user-{i}",
-                            conversation=conversation,
-                            reply_to=bus.reply_to,
-                            tenant_id=tenant,
-                        )
+                        await offered_booking(cluster_redis, tenant, f"conv-{tenant}-{i}", f"user-{i}", i, bus.reply_to)
                     )
             booked = await asyncio.gather(*(bus.request(e, 10) for e in books))
             ids = [outcome(r).booking.booking_id for r in booked]
@@ -222,18 +229,8 @@ async def booking_load_through(
     commands: list[Envelope] = []
     for i in range(480):
         tenant = TENANTS[i % len(TENANTS)]
-        calendar_id, start = slot_at(i // len(TENANTS), ["room-00", "room-01"])
-        conversation = f"conv-{i}"
-        await offer(cluster_redis, conversation, [(calendar_id, start)], tenant_id=tenant)
         commands.append(
-            command(
-                "book_meeting",
-                book_payload(calendar_id, start, "Guest"),
-                user=f"user-{i}",
-                conversation=conversation,
-                reply_to=reply_to,
-                tenant_id=tenant,
-            )
+            await offered_booking(cluster_redis, tenant, f"conv-{i}", f"user-{i}", i // len(TENANTS), reply_to)
         )
     env: dict[str, str | int] = {"BLOCK_MS": 100, "STREAM_PARTITIONS": P, "MAX_DELIVERY_ATTEMPTS": 20}
     workers = [
