@@ -79,7 +79,6 @@ def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
         booking_id=booking_id,
         user_id=envelope.user_id,
         booking_json=booking.model_dump_json(),
-        booking_prefix=keys.booking(""),
     )
     call = {
         "keys": request.keys(),
