@@ -143,9 +143,12 @@ class RedisClusterServers:
         (the manual kind: the master stops taking writes until the replica has caught up, then
         they swap). Returns the new master's port once every node agrees again."""
         master = redis.Redis(port=self.ports[index])
+        deadline = time.monotonic() + timeout_s
         try:
             node_id = master.cluster("myid")
-            lines = master.cluster("replicas", node_id)
+            # a master learns of its replicas by gossip: just after the cluster formed, it may not yet
+            while not (lines := master.cluster("replicas", node_id)) and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             master.close()
         if not lines:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from services.booking.service import BookingService
 from services.booking.store import BookingStore
 from services.calendar.store import CalendarStore
-from shared.domain import BookingList, BookingOutcome
+from shared.domain import BookingList, BookingOutcome, Calendar
 from shared.keys import TenantKeys
 from shared.messages import Envelope, MessageType, Reply
 from shared.tools import BookMeeting
@@ -28,6 +28,7 @@ from testkit.booking_data import (
     publish,
     put_rooms,
     reschedule_payload,
+    room,
 )
 
 ROOM = "room-00"
@@ -227,6 +228,14 @@ def started_slot() -> datetime:
     return ago.replace(minute=ago.minute - ago.minute % 5, second=0, microsecond=0)
 
 
+async def room_at_midday(redis: Redis) -> None:
+    """Store ROOM in the zone where it is about noon now: a room's day is 00:00-23:55 local, so a
+    booking in progress now (started_slot, 30 minutes) lies inside it whatever the hour in UTC."""
+    offset = 12 - datetime.now(UTC).hour  # -11 .. 12 hours
+    zone = f"Etc/GMT{-offset:+d}"  # the Etc names count the other way: Etc/GMT-12 is UTC+12
+    await CalendarStore(redis).put(Calendar.model_validate({**room(ROOM).model_dump(), "timezone": zone}))
+
+
 async def book_in_the_past(redis: Redis, client: Client, start: datetime, minutes: int, offset: timedelta) -> None:
     """Book `start` as the service would have done `offset` ago (through the real Lua write)."""
     await client.offered(start)
@@ -241,6 +250,7 @@ async def test_your_list_holds_only_your_bookings_upcoming_soonest_first_then_pa
 ) -> None:
     alice, bob = clients["alice"], clients["bob"]
     yesterday = first_slot(-1) + timedelta(hours=9)
+    await room_at_midday(redis)
     started = started_slot()  # in progress: 30 minutes from at most 15 minutes ago
     await book_in_the_past(redis, alice, yesterday, 5, timedelta(days=2))
     await book_in_the_past(redis, alice, started, 30, timedelta(hours=1))
@@ -260,6 +270,7 @@ async def test_a_booking_that_has_started_can_no_longer_be_cancelled_or_moved(
     clients: dict[str, Client], redis: Redis
 ) -> None:
     alice = clients["alice"]
+    await room_at_midday(redis)
     started = started_slot()
     await book_in_the_past(redis, alice, started, 30, timedelta(hours=1))
     await alice.offered(TEN)
