@@ -198,14 +198,18 @@ class CancelRequest(WriteOnce):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Prefetch(ScriptRequest):
-    """prefetch.lua: a command's stored result, its calendar and the external blocks in [lo, hi)."""
+    """prefetch.lua: a command's stored result, its calendar, the offer its reference names and
+    the external blocks that may touch its slot (the offered one, or the start it gives)."""
 
     SCRIPT: ClassVar[Script] = Script.from_file(LUA / "prefetch.lua")
     idempotency: Key
     calendar: Key
     external: Key
-    lo: int | str
-    hi: int | str
+    offers: Key
+    ref: str
+    start: int | str
+    before_s: int
+    after_s: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+from runtime.offers import start_of_ref
 from services.booking.events import Change, ChangeMeta
 from services.booking.scripts import BookRequest, CancelRequest, Once, RescheduleRequest
 from services.booking.store import LOOKBACK_S, BookingStore, Owned, Prefetched, ScriptResult, Stored
@@ -77,36 +78,31 @@ class BookingService:
             deadline_ms=envelope.deadline_ms(),
         )
 
-    async def _offered(self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None) -> datetime:
-        """The start the command names: its slot reference resolved, or its start as given."""
-        if ref is None:
-            if start is None:  # the argument models refuse this; a direct caller may not
-                raise DomainError(ErrorCode.invalid_arguments, "Name the slot: its ref or its start.")
-            return start
-        return await self.store.offers.offered_start(
-            envelope.tenant_id, envelope.conversation_id, calendar_id, ref, start
-        )
-
     async def _begin(
         self, envelope: Envelope, calendar_id: str, ref: str | None, start: datetime | None
     ) -> Change | Begun:
-        """A write's first step: the clock, the start it names, what the store holds for it and
-        its calendar; or, for a command that ran before, its stored result (also when its slot no
-        longer resolves: a retry after success gets its answer, not an error)."""
+        """A write's first step, one read: the clock, the start it names (its slot reference
+        resolved, or its start as given), what the store holds for it and its calendar; or, for a
+        command that ran before, its stored result (also when its slot no longer resolves: a
+        retry after success gets its answer, not an error)."""
         now_at = self.clock.now(UTC)
         fingerprint = envelope.payload_fingerprint()
-        try:
-            wanted = await self._offered(envelope, calendar_id, ref, start)
-        except DomainError:
-            pre = await self.store.prefetch(envelope.tenant_id, envelope.idempotency_key, calendar_id, around=None)
-            if pre.stored is None:
-                raise
-            return _stored_change(pre.stored, fingerprint)
         pre = await self.store.prefetch(
-            envelope.tenant_id, envelope.idempotency_key, calendar_id, around=slots.epoch(wanted)
+            envelope.tenant_id,
+            envelope.idempotency_key,
+            calendar_id,
+            envelope.conversation_id,
+            ref=ref,
+            start=None if ref is not None or start is None else slots.epoch(start),
         )
         if pre.stored is not None:
             return _stored_change(pre.stored, fingerprint)
+        if ref is not None:
+            wanted = start_of_ref(pre.offer, calendar_id, ref, start)
+        elif start is not None:
+            wanted = start
+        else:  # the argument models refuse this; a direct caller may not
+            raise DomainError(ErrorCode.invalid_arguments, "Name the slot: its ref or its start.")
         calendar = _known(pre.calendar, calendar_id)
         return Begun(now_at, slots.epoch(now_at), fingerprint, wanted, pre, calendar)
 
@@ -164,7 +160,14 @@ class BookingService:
         """Cancel one of the caller's upcoming bookings."""
         now_at = self.clock.now(UTC)
         fingerprint = envelope.payload_fingerprint()
-        pre = await self.store.prefetch(envelope.tenant_id, envelope.idempotency_key, args.calendar_id, around=None)
+        pre = await self.store.prefetch(
+            envelope.tenant_id,
+            envelope.idempotency_key,
+            args.calendar_id,
+            envelope.conversation_id,
+            ref=None,
+            start=None,
+        )
         if pre.stored is not None:
             return _stored_change(pre.stored, fingerprint)
         current = await self._own_booking(envelope, args.calendar_id, args.start, slots.epoch(now_at))

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from runtime.offers import SlotHolds
+from runtime.offers import SlotHolds, ref_field
 from runtime.redis import as_text
 from services.booking.pipeline import AutoPipeline
 from services.booking.scripts import (
@@ -59,6 +59,8 @@ class Prefetched:
     stored: Stored | None
     calendar: Calendar | None
     external: list[tuple[int, int]]
+    offer: bytes | None = None
+    """The offer field the command's reference names (`runtime.offers.ref_field`), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +97,24 @@ class BookingStore:
             calendar = self._calendars[raw] = Calendar.model_validate_json(raw)
         return calendar
 
-    async def prefetch(self, tenant_id: str, key: str, calendar_id: str, around: int | None) -> Prefetched:
-        """The key's stored result, the calendar and (with `around`) the external busy blocks
-        that may touch a slot starting at `around`: one read-only script in the shared round trip."""
+    async def prefetch(
+        self, tenant_id: str, key: str, calendar_id: str, conversation_id: str, *, ref: str | None, start: int | None
+    ) -> Prefetched:
+        """What a command reads before its write, in one read-only script in the shared round
+        trip: the key's stored result, the calendar, the offer `ref` names in the conversation
+        (when given), and the external busy blocks that may touch a slot starting at the offered
+        start (with `ref`) or at `start` (without; None: no slot is checked)."""
         keys = TenantKeys(tenant_id)
-        stored, raw_calendar, rows = await self.auto.script(
+        stored, raw_calendar, rows, offer = await self.auto.script(
             Prefetch(
                 idempotency=keys.idempotency(key),
                 calendar=keys.calendar(calendar_id),
                 external=keys.external_busy(calendar_id),
-                lo="" if around is None else around - LOOKBACK_S,
-                hi="" if around is None else around + MAX_SPAN_S,
+                offers=keys.offers(conversation_id),
+                ref="" if ref is None else ref_field(ref),
+                start="" if start is None else start,
+                before_s=LOOKBACK_S,
+                after_s=MAX_SPAN_S,
             )
         )
         fp, result, meta, seq = stored
@@ -118,6 +127,7 @@ class BookingStore:
             ),
             calendar=self._parse_calendar(raw_calendar),
             external=[(int(rows[i + 1]), int(rows[i].split(b"|", 1)[0])) for i in range(0, len(rows), 2)],
+            offer=offer or None,
         )
 
     async def calendar(self, tenant_id: str, calendar_id: str) -> Calendar | None:

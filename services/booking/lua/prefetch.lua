@@ -3,11 +3,24 @@
 -- KEYS[1] idempotency: the command's idempotency hash
 -- KEYS[2] calendar: the calendar's json
 -- KEYS[3] external: the calendar's imported busy set
--- ARGV[1] lo: lowest start of an external block that may touch the slot ('' when no slot is checked)
--- ARGV[2] hi: highest start (exclusive; '' likewise)
--- Returns {{fp, result, meta, seq}, calendar json or false, {member, score, ...}}
-local blocks = {}
-if A.lo ~= '' then
-  blocks = redis.call('ZRANGEBYSCORE', K.external, A.lo, '(' .. A.hi, 'WITHSCORES')
+-- KEYS[4] offers: the conversation's offers hash
+-- ARGV[1] ref: the offer reference's field in offers ('' when the command names no reference)
+-- ARGV[2] start: the slot's start (epoch s) when the command gives it without a reference ('' when
+--   no slot is checked); with a reference, the offered start is used
+-- ARGV[3] before_s: how far before the start an external block may begin and still touch the slot
+-- ARGV[4] after_s: how far after the start likewise (exclusive)
+-- Returns {{fp, result, meta, seq}, calendar json or false, {member, score, ...}, offer field or false}
+local offer = false
+local start = A.start
+if A.ref ~= '' then
+  offer = redis.call('HGET', K.offers, A.ref)
+  start = offer and string.match(offer, '^(%d+)|') or ''
 end
-return {redis.call('HMGET', K.idempotency, 'fp', 'result', 'meta', 'seq'), redis.call('GET', K.calendar), blocks}
+local blocks = {}
+if start ~= '' then
+  local at = tonumber(start)
+  blocks = redis.call('ZRANGEBYSCORE', K.external, at - tonumber(A.before_s), '(' .. (at + tonumber(A.after_s)),
+    'WITHSCORES')
+end
+return {redis.call('HMGET', K.idempotency, 'fp', 'result', 'meta', 'seq'), redis.call('GET', K.calendar), blocks,
+  offer}
