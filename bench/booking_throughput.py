@@ -11,6 +11,9 @@ Each run starts real `python -m services.booking` processes, then
   * latency: publishes at a steady `--rate` per second (below capacity) and measures each
     command's XADD -> reply-seen time.
 It also prints the workers' CPU time per command, which other load on the machine hardly moves.
+The .ics invitations process (its own consumer group, off the reply path) is paused during the
+throughput run, since the plain loop has nothing beside it on the two cores, and catches up after
+(`--render-during` keeps it running); its CPU per booking is printed either way.
 By default a private `redis-server` (no persistence unless `--appendfsync`) runs on a free
 loopback port, so no test run on the shared server can flush the data mid-run.
 
@@ -213,7 +216,9 @@ async def invitations_settled(redis: Redis, timeout_s: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run(url: str, workers: int, commands: int, rate: float, slots: Slots, profile: str | None = None) -> Row:
+async def run(
+    url: str, workers: int, commands: int, rate: float, slots: Slots, profile: str | None, render_during: bool
+) -> Row:
     redis = Redis.from_url(url)
     tag = uuid.uuid4().hex[:6]
     procs = [
@@ -233,6 +238,8 @@ async def run(url: str, workers: int, commands: int, rate: float, slots: Slots, 
         await invitations_settled(redis, 60)
         assert renderer.process is not None
         renderer_before = cpu_seconds(renderer.process.pid)
+        if not render_during:  # paused: the plain loop renders nothing beside it either
+            os.kill(renderer.process.pid, signal.SIGSTOP)
 
         envelopes = await slots.commands(redis, commands, f"replies:bench-{uuid.uuid4().hex[:6]}")
         replies = Replies(redis, envelopes[0].reply_to)
@@ -249,6 +256,8 @@ async def run(url: str, workers: int, commands: int, rate: float, slots: Slots, 
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(30)
+        if not render_during:
+            os.kill(renderer.process.pid, signal.SIGCONT)
         await invitations_settled(redis, 120)
         invitation_cpu_us = (cpu_seconds(renderer.process.pid) - renderer_before) / len(replies.seen) * 1e6
 
@@ -289,7 +298,7 @@ async def main_async(url: str, args: argparse.Namespace) -> int:
     try:
         for n in (int(w) for w in args.workers.split(",")):
             profile = f"{args.profile}.{n}w.txt" if args.profile else None
-            row = await run(url, n, args.commands, args.rate, slots, profile)
+            row = await run(url, n, args.commands, args.rate, slots, profile, args.render_during)
             row.plain_per_s, row.plain_cpu_us = await run_plain(url, n, args.commands, slots)
             rows.append(row)
     finally:
@@ -346,6 +355,12 @@ def main() -> int:
         "--profile", metavar="PATH", help="py-spy raw profile of the first worker per run (PATH.<n>w.txt)"
     )
     parser.add_argument("--workers", default="1,2", help="worker process counts to run, comma-separated")
+    parser.add_argument(
+        "--render-during",
+        action="store_true",
+        help="keep the .ics invitations process running during the throughput run (by default it is "
+        "paused then, as the plain loop renders nothing, and catches up after; its CPU is counted either way)",
+    )
     parser.add_argument(
         "--appendfsync", choices=("everysec", "always", "no"), help="private server with an append-only file"
     )

@@ -246,7 +246,10 @@ class StreamWorker:
         self._stopping.clear()
         await asyncio.to_thread(self.heartbeat.start)
         self._tasks = [
-            asyncio.create_task(self._read_loop(), name=f"read-{self.stream}"),
+            *(
+                asyncio.create_task(self._read_loop(), name=f"read-{self.stream}-{i}")
+                for i in range(self.settings.readers)
+            ),
             asyncio.create_task(self._reclaim_loop(), name=f"reclaim-{self.stream}"),
         ]
         log.info("consuming %s as %s of group %s", self.stream, self.consumer, self.group)

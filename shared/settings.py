@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = 5
     batch_size: int = 100
     block_ms: int = 1_000
+    readers: int = Field(default=2, ge=1, le=16)
+    """Batches a worker handles at once per stream (partition), as one consumer: while one
+    batch waits for Redis, the next is read and handled, so neither the worker's core nor
+    Redis waits on the other (docs/performance.md)."""
 
     metrics_port: int | None = None
     """A worker serves its Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics when
