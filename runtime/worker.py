@@ -7,8 +7,10 @@ by convention.
 
 Each worker runs two loops of its own on plain redis-py (no FastStream subscriber: its
 per-message wrappers cost more than the Redis work, see docs/performance.md):
-* the reader: XREADGROUP a batch of new entries, handle them concurrently, store replies and
-  events, then XACK what has its effect stored (one XACK per batch);
+* the readers (READERS of them, 2 by default, as one consumer: while one batch waits for
+  Redis, another is handled): XREADGROUP a batch of new entries, handle them concurrently, then
+  send their replies and events with the next read (one round trip), and XACK the entries whose
+  replies are stored with the read after (one XACK per batch);
 * the reclaimer, every `reclaim_interval_ms`: the entries of **dead** consumers (whose
   heartbeat key expired: `consumer_dead_ms`, a few seconds, well inside the caller's deadline)
   are claimed at once, so a crash costs a retry, not a failed turn; entries a live consumer
@@ -99,6 +101,15 @@ class Handled:
 
     reply: Reply | str
     events: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A handled entry whose reply and events are still to be stored."""
+
+    entry_id: bytes
+    envelope: Envelope
+    handled: Handled
 
 
 Handler = Callable[[Envelope, bool], Awaitable[Handled]]
@@ -266,41 +277,66 @@ class StreamWorker:
         self._tasks = []
         await asyncio.to_thread(self.heartbeat.stop)
 
-    async def _read(self) -> Rows:
-        """The next batch; the acks (and deletions) of the last one travel in the same round
-        trip, ahead of the read: they come after its replies and events were stored and
-        checked, and a lost ack costs only a harmless redelivery."""
+    async def _exchange(self, outgoing: Sequence[Outgoing], *, read: bool) -> Rows:
+        """One round trip: the acks (and deletions) of entries whose replies are stored, the
+        replies and events of a handled batch, and (with `read`) the read of the next batch, in
+        that order. Each entry's reply and events are checked when the round trip returns; its
+        ack then travels with a later one (a lost ack costs only a harmless redelivery). A
+        failed round trip leaves its entries pending and gives their acks back."""
         pipe = self.redis.pipeline(transaction=False)
-        self._queue_acks(pipe)
-        pipe.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=self.settings.batch_size, block=self.settings.block_ms
-        )
-        *_, rows = await pipe.execute()
-        return cast(Rows, rows)
+        acks, forgotten = self._queue_acks(pipe)
+        written = self._queue_replies(pipe, outgoing)
+        if read:  # blocking only with no replies aboard: their acks must not wait for new entries
+            pipe.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=self.settings.batch_size,
+                block=None if written else self.settings.block_ms,
+            )
+        if not len(pipe):
+            return []
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            self._acks.extend(acks)
+            self._forgotten.extend(forgotten)
+            for _ in written:
+                self._count("retry")
+            raise
+        self._settle(written, results)
+        if not read:
+            return []
+        rows = results[-1]
+        if isinstance(rows, Exception):
+            raise rows
+        return cast(Rows, rows or [])
 
-    def _queue_acks(self, pipe: Any) -> bool:
-        """Move the pending acks (and deletions) onto `pipe`; False when there were none."""
+    def _queue_acks(self, pipe: Any) -> tuple[list[bytes], list[bytes]]:
+        """Move the pending acks (and deletions) onto `pipe`; returns them."""
         acks, self._acks = self._acks, []
         forgotten, self._forgotten = self._forgotten, []
         if acks:
             pipe.xack(self.stream, self.group, *acks)
         if forgotten:
             pipe.xdel(self.stream, *forgotten)
-        return bool(acks or forgotten)
+        return acks, forgotten
 
     async def _flush_acks(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        if self._queue_acks(pipe):
-            await pipe.execute()
+        await self._exchange((), read=False)
 
     async def _read_loop(self) -> None:
+        """Read a batch, handle it, and send its replies with the next read: a batch costs the
+        worker one round trip of its own beside its handlers' (the plain loop's count)."""
         failures = 0
+        outgoing: list[Outgoing] = []
         while not self._stopping.is_set():
             try:
-                rows = await self._read()
+                rows = await self._exchange(outgoing, read=True)
+                outgoing = []
                 failures = 0
                 for _, entries in rows:
-                    await self.process(entries, redelivered=False, defer_acks=True)
+                    outgoing.extend(await self._handle_batch(entries, redelivered=False))
             except RedisError as exc:
                 pause = READ_RETRY_S[min(failures, len(READ_RETRY_S) - 1)]
                 failures += 1
@@ -308,11 +344,13 @@ class StreamWorker:
                 await asyncio.sleep(pause)
             except Exception:  # a bug must not end the loop; the entries stay pending
                 log.exception("handling a batch of %s failed", self.stream)
+                outgoing = []
                 await asyncio.sleep(0.5)
-        try:
+        try:  # the batch in hand: its replies, then every ack
+            await self._exchange(outgoing, read=False)
             await self._flush_acks()
         except RedisError as exc:  # they stay pending: another worker redelivers them
-            log.warning("acking the last batch of %s failed: %s", self.stream, exc)
+            log.warning("replying to or acking the last batch of %s failed: %s", self.stream, exc)
 
     async def _reclaim_loop(self) -> None:
         while not self._stopping.is_set():
@@ -441,9 +479,15 @@ class StreamWorker:
             return  # acked meanwhile by the consumer that was slow, not dead
         await self._retry([(entry_id, fields)], {entry_id: attempts})
 
-    async def process(self, entries: Sequence[Entry], *, redelivered: bool, defer_acks: bool = False) -> None:
-        """Handle entries concurrently; store replies and events, then ack what succeeded (with
-        `defer_acks`, in the round trip of the reader's next read)."""
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
+        """Handle entries concurrently, store their replies and events, then ack what succeeded."""
+        outgoing = await self._handle_batch(entries, redelivered=redelivered)
+        await self._exchange(outgoing, read=False)
+        await self._flush_acks()
+
+    async def _handle_batch(self, entries: Sequence[Entry], *, redelivered: bool) -> list[Outgoing]:
+        """Decode (dead-lettering what is not an envelope) and handle entries concurrently; what
+        each produced, to be stored (`_exchange`)."""
         parsed: list[tuple[bytes, Envelope]] = []
         for entry_id, fields in entries:
             try:
@@ -454,47 +498,42 @@ class StreamWorker:
                 await self.dead_letter(entry_id, fields, f"not an envelope: {exc}")
         now = datetime.now(UTC)
         outcomes = await asyncio.gather(*(self._handle_one(env, redelivered, now) for _, env in parsed))
-        pipe = self.redis.pipeline(transaction=False)
-        # entry id, envelope, outcome label and its commands' span in the pipeline
-        written: list[tuple[bytes, Envelope, str, int, int]] = []
+        outgoing: list[Outgoing] = []
         for (entry_id, envelope), outcome in zip(parsed, outcomes, strict=True):
             if outcome is None:
-                self._count("retry")
-                continue  # infrastructure failure: stays pending, reclaimed later
+                self._count("retry")  # infrastructure failure: stays pending, reclaimed later
+            else:
+                outgoing.append(Outgoing(entry_id, envelope, outcome))
+        return outgoing
+
+    def _queue_replies(self, pipe: Any, outgoing: Sequence[Outgoing]) -> list[tuple[Outgoing, int, int]]:
+        """Each entry's events and reply on `pipe`, with their span in it."""
+        written: list[tuple[Outgoing, int, int]] = []
+        for out in outgoing:
             first = len(pipe)
-            for stream, data in outcome.events:
+            for stream, data in out.handled.events:
                 pipe.xadd(stream, {streams.DATA_FIELD: data}, maxlen=EVENTS_MAXLEN, approximate=True)
-            reply = outcome.reply
+            reply = out.handled.reply
             data = reply if isinstance(reply, str) else reply.model_dump_json()
-            pipe.xadd(envelope.reply_to, {streams.DATA_FIELD: data}, maxlen=REPLY_MAXLEN, approximate=True)
-            written.append((entry_id, envelope, outcome_label(outcome.reply), first, len(pipe)))
-        if not written:
-            return
-        results = await pipe.execute(raise_on_error=False)
-        # ack only what has its reply and events stored; an entry whose reply cannot be written
-        # (e.g. its reply_to names a key of another type) stays pending and is dead-lettered
-        # after max_delivery_attempts, without holding back the acks of its batch
-        done: list[bytes] = []
-        labels: list[str] = []
-        forgotten: list[bytes] = []
-        for entry_id, envelope, label, first, end in written:
+            pipe.xadd(out.envelope.reply_to, {streams.DATA_FIELD: data}, maxlen=REPLY_MAXLEN, approximate=True)
+            written.append((out, first, len(pipe)))
+        return written
+
+    def _settle(self, written: Sequence[tuple[Outgoing, int, int]], results: Sequence[Any]) -> None:
+        """Queue the ack of every entry whose reply and events are stored. One whose reply cannot
+        be written (e.g. its reply_to names a key of another type) stays pending and is
+        dead-lettered after max_delivery_attempts, without holding back the acks of its batch."""
+        for out, first, end in written:
             errors = [r for r in results[first:end] if isinstance(r, Exception)]
             if errors:
-                with envelope_log_context(envelope):
-                    log.error("storing the reply of %s failed: %s; left pending", entry_id, errors[0])
+                with envelope_log_context(out.envelope):
+                    log.error("storing the reply of %s failed: %s; left pending", out.entry_id, errors[0])
                 self._count("retry")
-            else:
-                done.append(entry_id)
-                labels.append(label)
-                if envelope.type in self.forget:
-                    forgotten.append(entry_id)
-        if done:
-            self._acks.extend(done)
-            self._forgotten.extend(forgotten)
-            if not defer_acks:
-                await self._flush_acks()
-            for label in labels:
-                self._count(label)
+                continue
+            self._acks.append(out.entry_id)
+            if out.envelope.type in self.forget:
+                self._forgotten.append(out.entry_id)
+            self._count(outcome_label(out.handled.reply))
 
     def _count(self, outcome: str) -> None:
         metrics.MESSAGES.labels(self.stream, outcome).inc()
@@ -614,9 +653,9 @@ class EventConsumer(StreamWorker):
             raise ValueError(f"no {streams.DATA_FIELD} field")
         await self.apply(data)
 
-    async def process(self, entries: Sequence[Entry], *, redelivered: bool, defer_acks: bool = False) -> None:
+    async def _handle_batch(self, entries: Sequence[Entry], *, redelivered: bool) -> list[Outgoing]:
+        """Apply every entry concurrently; queue the acks of those applied (no replies)."""
         results = await asyncio.gather(*(self._apply_one(f) for _, f in entries), return_exceptions=True)
-        done: list[bytes] = []
         for (entry_id, fields), result in zip(entries, results, strict=True):
             if isinstance(result, ValidationError):
                 await self.dead_letter(entry_id, fields, f"not an event: {describe_validation_error(result)}")
@@ -626,13 +665,9 @@ class EventConsumer(StreamWorker):
                 log.error("applying %s from %s failed: %s; left pending", entry_id, self.stream, result)
                 self._count("retry")
             else:
-                done.append(entry_id)
-        if done:
-            self._acks.extend(done)
-            if not defer_acks:
-                await self._flush_acks()
-            for _ in done:
+                self._acks.append(entry_id)
                 self._count("ok")
+        return []
 
 
 def observe(app: FastStream, settings: Settings, *workers: StreamWorker) -> None:
