@@ -64,6 +64,7 @@ def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
         busy=keys.calendar_bookings(calendar_id),
         booking=keys.booking(booking_id),
         user_bookings=keys.user_bookings(envelope.user_id),
+        user_docs=keys.user_booking_docs(envelope.user_id),
         offers=keys.offers(envelope.conversation_id),
         holds=keys.holds(calendar_id),
         calendar_id=calendar_id,

@@ -59,6 +59,11 @@ class TenantKeys:
         """Sorted set of a user's booking ids by start time."""
         return f"{self._tag}:user:{user_id}:bks"
 
+    def user_booking_docs(self, user_id: str) -> str:
+        """Hash of the JSON of the bookings in `user_bookings`, by id: the write scripts keep it
+        beside each booking's own key, so that listing a user's bookings is one read."""
+        return f"{self._tag}:user:{user_id}:docs"
+
     def idempotency(self, key: str) -> str:
         """Hash of one idempotency key's first result: `fp` (the request's fingerprint), `result`
         and, for booking writes, `meta`, `seq`, `attempt` (services/booking/lua/write_once.lua)."""

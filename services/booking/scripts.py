@@ -71,6 +71,7 @@ class SlotWrite(WriteOnce):
     busy: Key
     booking: Key
     user_bookings: Key
+    user_docs: Key
     offers: Key
     holds: Key
     calendar_id: str
@@ -96,6 +97,7 @@ class SlotWrite(WriteOnce):
             "busy": keys.calendar_bookings(booking.calendar_id),
             "booking": keys.booking(booking.booking_id),
             "user_bookings": keys.user_bookings(booking.user_id),
+            "user_docs": keys.user_booking_docs(booking.user_id),
             "offers": keys.offers(conversation_id),
             "holds": keys.holds(booking.calendar_id),
             "calendar_id": booking.calendar_id,
@@ -174,6 +176,7 @@ class CancelRequest(WriteOnce):
     busy: Key
     booking: Key
     user_bookings: Key
+    user_docs: Key
     revision: Key
     booking_id: str
     old_member: str
@@ -188,6 +191,7 @@ class CancelRequest(WriteOnce):
             busy=keys.calendar_bookings(current.calendar_id),
             booking=keys.booking(current.booking_id),
             user_bookings=keys.user_bookings(current.user_id),
+            user_docs=keys.user_booking_docs(current.user_id),
             revision=keys.booking_revision(current.booking_id),
             booking_id=current.booking_id,
             old_member=busy_member(current),
@@ -210,6 +214,17 @@ class Prefetch(ScriptRequest):
     start: int | str
     before_s: int
     after_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListRequest(ScriptRequest):
+    """list.lua: a user's bookings starting in [lo, hi], with their JSON."""
+
+    SCRIPT: ClassVar[Script] = Script.from_file(LUA / "list.lua")
+    user_bookings: Key
+    user_docs: Key
+    lo: int | str
+    hi: int | str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,7 @@ from services.booking.pipeline import AutoPipeline
 from services.booking.scripts import (
     BookRequest,
     CancelRequest,
+    ListRequest,
     Prefetch,
     RescheduleRequest,
     StoreInvitation,
@@ -82,7 +83,7 @@ class BookingStore:
 
     async def load_scripts(self) -> None:
         """Load the scripts up front, so the first batch does not pay a NOSCRIPT round trip."""
-        for request in (Prefetch, BookRequest, CancelRequest, RescheduleRequest, StoreInvitation):
+        for request in (Prefetch, ListRequest, BookRequest, CancelRequest, RescheduleRequest, StoreInvitation):
             await request.SCRIPT.preload(self.redis)
 
     def _parse_calendar(self, raw: bytes | None) -> Calendar | None:
@@ -135,19 +136,26 @@ class BookingStore:
         return self._parse_calendar(raw)
 
     async def user_bookings(self, tenant_id: str, user_id: str, lo: int | None, hi: int | None) -> list[Owned]:
-        """The user's bookings starting in [lo, hi] (None = unbounded), by start."""
+        """The user's bookings starting in [lo, hi] (None = unbounded), by start: one read, and a
+        second only for bookings written before the user's docs hash was kept (their own keys)."""
         keys = TenantKeys(tenant_id)
-        ids: list[bytes] = await self.auto.call(
-            lambda p: p.zrangebyscore(
-                keys.user_bookings(user_id), "-inf" if lo is None else lo, "+inf" if hi is None else hi
+        ids, docs = await self.auto.script(
+            ListRequest(
+                user_bookings=keys.user_bookings(user_id),
+                user_docs=keys.user_booking_docs(user_id),
+                lo="-inf" if lo is None else lo,
+                hi="+inf" if hi is None else hi,
             )
         )
-        if not ids:
-            return []
-        # MGET as a plain command: a cluster pipeline refuses its `mget` method (one tenant: one slot)
-        raws: list[bytes | None] = await self.auto.call(
-            lambda p: p.execute_command("MGET", *(keys.booking(as_text(i)) for i in ids))
-        )
+        raws: list[bytes | None] = list(docs)
+        missing = [i for i, raw in enumerate(raws) if raw is None]
+        if missing:
+            # MGET as a plain command: a cluster pipeline refuses its `mget` method (one tenant: one slot)
+            found = await self.auto.call(
+                lambda p: p.execute_command("MGET", *(keys.booking(as_text(ids[i])) for i in missing))
+            )
+            for i, raw in zip(missing, found, strict=True):
+                raws[i] = raw
         return [Owned(Booking.model_validate_json(r), as_text(r)) for r in raws if r is not None]
 
     async def write(self, request: WriteOnce) -> ScriptResult:

@@ -293,3 +293,34 @@ async def test_an_imported_busy_block_refuses_booking_and_moving_into_it(
     assert code(await alice.move(TEN, ELEVEN)) == "outside_hours"
     assert code(await clients["bob"].book(ELEVEN + timedelta(minutes=30))) == "outside_hours"
     assert await busy_starts(redis) == [TEN]
+
+
+async def test_a_users_booking_docs_hold_each_listed_booking_as_its_own_key_does(
+    clients: dict[str, Client], redis: Redis
+) -> None:
+    """The docs hash that makes a list one read stays equal to the bookings' own keys."""
+    alice = clients["alice"]
+    docs = KEYS.user_booking_docs("alice")
+    booking_id = outcome(await alice.book(TEN)).booking.booking_id
+    assert await redis.hget(docs, booking_id) == await redis.get(KEYS.booking(booking_id))
+    await alice.offered(ELEVEN)
+    assert outcome(await alice.move(TEN, ELEVEN)).booking.start == ELEVEN
+    assert await redis.hget(docs, booking_id) == await redis.get(KEYS.booking(booking_id))
+    assert outcome(await alice.cancel(ELEVEN)).status == "cancelled"
+    assert not await redis.hexists(docs, booking_id)
+    assert await alice.mine() == []
+
+
+async def test_bookings_written_before_the_docs_hash_are_still_listed_moved_and_cancelled(
+    clients: dict[str, Client], redis: Redis
+) -> None:
+    alice = clients["alice"]
+    await alice.book(TEN)
+    await alice.book(NOON)
+    await redis.delete(KEYS.user_booking_docs("alice"))  # as the version before this one left them
+    assert [start for start, _ in await alice.mine()] == [TEN, NOON]
+    await alice.offered(ELEVEN)
+    assert outcome(await alice.move(TEN, ELEVEN)).booking.start == ELEVEN
+    assert [start for start, _ in await alice.mine()] == [ELEVEN, NOON]  # one from the docs, one from its key
+    assert outcome(await alice.cancel(NOON)).status == "cancelled"
+    assert [start for start, _ in await alice.mine()] == [ELEVEN]

@@ -4,8 +4,9 @@
 -- KEYS[2] busy: the calendar's busy set (score start, member `end|booking_id|user_id`)
 -- KEYS[3] booking: the booking's JSON
 -- KEYS[4] user_bookings: the user's bookings set
--- KEYS[5] offers: the conversation's offers hash (runtime/offers.py)
--- KEYS[6] holds: the calendar's holds set (runtime/offers.py)
+-- KEYS[5] user_docs: the user's bookings' JSON by id
+-- KEYS[6] offers: the conversation's offers hash (runtime/offers.py)
+-- KEYS[7] holds: the calendar's holds set (runtime/offers.py)
 -- ARGV[1] fingerprint: the request's fingerprint
 -- ARGV[2] attempt: this attempt's token
 -- ARGV[3] deadline_ms: the caller's deadline (epoch ms, 0 = none)
@@ -67,4 +68,5 @@ drop_holds(K.holds, stale)
 redis.call('ZADD', K.busy, s, e .. '|' .. A.booking_id .. '|' .. A.user_id)
 redis.call('SET', K.booking, A.booking_json)
 redis.call('ZADD', K.user_bookings, s, A.booking_id)
+redis.call('HSET', K.user_docs, A.booking_id, A.booking_json)
 return written(0)

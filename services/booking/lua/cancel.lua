@@ -4,7 +4,8 @@
 -- KEYS[2] busy: the calendar's busy set
 -- KEYS[3] booking: the booking's JSON
 -- KEYS[4] user_bookings: the user's bookings set
--- KEYS[5] revision: the booking's revision counter (iCalendar SEQUENCE)
+-- KEYS[5] user_docs: the user's bookings' JSON by id
+-- KEYS[6] revision: the booking's revision counter (iCalendar SEQUENCE)
 -- ARGV[1] fingerprint: the request's fingerprint
 -- ARGV[2] attempt: this attempt's token
 -- ARGV[3] deadline_ms: the caller's deadline (epoch ms, 0 = none)
@@ -22,5 +23,6 @@ if reply then return reply end
 if redis.call('GET', K.booking) ~= A.expected then return refused('changed') end
 redis.call('ZREM', K.busy, A.old_member)
 redis.call('ZREM', K.user_bookings, A.booking_id)
+redis.call('HDEL', K.user_docs, A.booking_id)
 redis.call('SET', K.booking, A.cancelled)
 return written(redis.call('INCR', K.revision))
