@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from datetime import timedelta
@@ -86,7 +85,8 @@ class ToolBus:
                 streams.partition_of(stream, envelope.tenant_id, self.partitions),
                 {streams.DATA_FIELD: envelope.model_dump_json()},
             )
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):  # no task or future of its own, unlike wait_for
+                return await future
         except TimeoutError:
             try:
                 result = await final_outcome(self.redis, envelope)
@@ -134,7 +134,7 @@ class ToolBus:
 
     def _resolve(self, raw: bytes | None) -> None:
         try:
-            reply = Reply.model_validate(json.loads(raw or b"null"))
+            reply = Reply.model_validate_json(raw or b"null")
         except ValueError:
             log.error("unreadable reply on %s: %r", self.reply_to, raw)
             return
