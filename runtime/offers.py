@@ -3,8 +3,9 @@
 Used alike by the calendar worker (records the offers of a fetch_free_slots answer; reads other
 conversations' holds as busy), the chat service (reads the live offers it lets the model pick
 from; holds the one slot a proposal names while the user decides) and the booking worker
-(resolves a slot reference; its write scripts check the offer and the holds through
-lua/offers.lua, the Lua side of this module). Who owns which key: docs/decisions/key-ownership.md.
+(reads a slot reference with `offered_ref` and resolves it with `start_of_ref`; its write
+scripts check the offer and the holds through lua/offers.lua, the Lua side of this module). Who
+owns which key: docs/decisions/key-ownership.md.
 Just over 300 lines because it is the one owner: the key layout, its parsing and the request
 objects of its three scripts stay together, so a change to the layout is one file (and its Lua).
 
@@ -192,14 +193,6 @@ class SlotHolds:
         key = TenantKeys(tenant_id).offers(conversation_id)
         fields = await self.run.call(lambda p: p.hgetall(key))
         return live_offers(cast(dict[bytes, bytes], fields), int(time.time()))  # a bytes-mode client
-
-    async def offered_start(
-        self, tenant_id: str, conversation_id: str, calendar_id: str, ref: str, start: datetime | None
-    ) -> datetime:
-        """The start of the slot offered under `ref` for `calendar_id` (see `start_of_ref`)."""
-        key = TenantKeys(tenant_id).offers(conversation_id)
-        raw = await self.run.call(lambda p: p.hget(key, ref_field(ref)))
-        return start_of_ref(raw, calendar_id, ref, start)
 
     async def hold(
         self,

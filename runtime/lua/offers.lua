@@ -15,6 +15,13 @@ local function offer(key, calendars, start, duration, expires)
   end
   return ref
 end
+-- offered_ref(key, ref): the field recorded under reference `ref` (`start|duration|calendars`)
+-- and its start, as a string; false and '' when the conversation never offered it
+local function offered_ref(key, ref)
+  local offer = redis.call('HGET', key, 'ref|' .. ref)
+  if not offer then return false, '' end
+  return offer, string.match(offer, '^(%d+)|') or ''
+end
 -- offer_refused(key, calendar, start, now): nil when `start` of `calendar` was offered in the
 -- conversation and the offer is live; else why not: 'not_offered' or 'offer_expired'
 local function offer_refused(key, calendar, start, now)

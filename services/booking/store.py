@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from runtime.offers import SlotHolds, ref_field
+from runtime.offers import SlotHolds
 from runtime.redis import as_text
 from services.booking.pipeline import AutoPipeline
 from services.booking.scripts import (
@@ -61,7 +61,7 @@ class Prefetched:
     calendar: Calendar | None
     external: list[tuple[int, int]]
     offer: bytes | None = None
-    """The offer field the command's reference names (`runtime.offers.ref_field`), if any."""
+    """The offer the command's reference names, as recorded (`runtime.offers.start_of_ref` reads it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class BookingStore:
                 calendar=keys.calendar(calendar_id),
                 external=keys.external_busy(calendar_id),
                 offers=keys.offers(conversation_id),
-                ref="" if ref is None else ref_field(ref),
+                ref="" if ref is None else ref,
                 start="" if start is None else start,
                 before_s=LOOKBACK_S,
                 after_s=MAX_SPAN_S,

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from runtime.offers import SlotHolds
+from runtime.offers import SlotHolds, ref_field, start_of_ref
 from shared.domain import CalendarSummary
+from shared.keys import TenantKeys
 from shared.messages import DomainError, ErrorCode
 
 HOUR = 3600
@@ -53,19 +54,28 @@ async def test_expired_offers_are_not_live(redis: Redis) -> None:
     assert await holds.offers("t1", "c1") == []
 
 
+async def offered_start(
+    redis: Redis, conversation_id: str, calendar_id: str, ref: str, start: datetime | None
+) -> datetime:
+    """The start `ref` names, resolved as the booking worker does: its recorded field (read
+    there by prefetch.lua) through `start_of_ref`."""
+    raw = await redis.hget(TenantKeys("t1").offers(conversation_id), ref_field(ref))
+    return start_of_ref(raw, calendar_id, ref, start)
+
+
 async def test_a_reference_resolves_only_for_its_calendar_and_its_own_start(redis: Redis) -> None:
     holds, start = SlotHolds(redis), _future()
     [ref] = await holds.record_offers("t1", "c1", ["lee"], [start], 1800, int(time.time()) + 600)
     at = datetime.fromtimestamp(start, UTC)
-    assert await holds.offered_start("t1", "c1", "lee", ref, None) == at
-    assert await holds.offered_start("t1", "c1", "lee", ref, at) == at
+    assert await offered_start(redis, "c1", "lee", ref, None) == at
+    assert await offered_start(redis, "c1", "lee", ref, at) == at
     for calendar, conversation, given, code in (
         ("patel", "c1", None, ErrorCode.slot_not_offered),
         ("lee", "c2", None, ErrorCode.slot_not_offered),
         ("lee", "c1", datetime.fromtimestamp(start + 1800, UTC), ErrorCode.invalid_arguments),
     ):
         with pytest.raises(DomainError) as refused:
-            await holds.offered_start("t1", conversation, calendar, ref, given)
+            await offered_start(redis, conversation, calendar, ref, given)
         assert refused.value.error.code is code
 
 

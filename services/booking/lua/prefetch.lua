@@ -4,18 +4,15 @@
 -- KEYS[2] calendar: the calendar's json
 -- KEYS[3] external: the calendar's imported busy set
 -- KEYS[4] offers: the conversation's offers hash
--- ARGV[1] ref: the offer reference's field in offers ('' when the command names no reference)
+-- ARGV[1] ref: the offer reference the command names ('' when none)
 -- ARGV[2] start: the slot's start (epoch s) when the command gives it without a reference ('' when
 --   no slot is checked); with a reference, the offered start is used
 -- ARGV[3] before_s: how far before the start an external block may begin and still touch the slot
 -- ARGV[4] after_s: how far after the start likewise (exclusive)
 -- Returns {{fp, result, meta, seq}, calendar json or false, {member, score, ...}, offer field or false}
-local offer = false
-local start = A.start
-if A.ref ~= '' then
-  offer = redis.call('HGET', K.offers, A.ref)
-  start = offer and string.match(offer, '^(%d+)|') or ''
-end
+--#include offers
+local offer, start = false, A.start
+if A.ref ~= '' then offer, start = offered_ref(K.offers, A.ref) end
 local blocks = {}
 if start ~= '' then
   local at = tonumber(start)
