@@ -322,7 +322,9 @@ class StreamWorker:
             pipe.xdel(self.stream, *forgotten)
         return acks, forgotten
 
-    async def _flush_acks(self) -> None:
+    async def _store(self, outgoing: Sequence[Outgoing]) -> None:
+        """Store replies and events, then send the acks of the entries whose replies are stored."""
+        await self._exchange(outgoing, read=False)
         await self._exchange((), read=False)
 
     async def _read_loop(self) -> None:
@@ -347,8 +349,7 @@ class StreamWorker:
                 outgoing = []
                 await asyncio.sleep(0.5)
         try:  # the batch in hand: its replies, then every ack
-            await self._exchange(outgoing, read=False)
-            await self._flush_acks()
+            await self._store(outgoing)
         except RedisError as exc:  # they stay pending: another worker redelivers them
             log.warning("replying to or acking the last batch of %s failed: %s", self.stream, exc)
 
@@ -481,9 +482,7 @@ class StreamWorker:
 
     async def process(self, entries: Sequence[Entry], *, redelivered: bool) -> None:
         """Handle entries concurrently, store their replies and events, then ack what succeeded."""
-        outgoing = await self._handle_batch(entries, redelivered=redelivered)
-        await self._exchange(outgoing, read=False)
-        await self._flush_acks()
+        await self._store(await self._handle_batch(entries, redelivered=redelivered))
 
     async def _handle_batch(self, entries: Sequence[Entry], *, redelivered: bool) -> list[Outgoing]:
         """Decode (dead-lettering what is not an envelope) and handle entries concurrently; what
