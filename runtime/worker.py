@@ -496,7 +496,10 @@ class StreamWorker:
             except ValueError as exc:
                 await self.dead_letter(entry_id, fields, f"not an envelope: {exc}")
         now = datetime.now(UTC)
-        outcomes = await asyncio.gather(*(self._handle_one(env, redelivered, now) for _, env in parsed))
+        if len(parsed) == 1:  # a lone entry (a quiet stream) is handled in this task: no task to wait for
+            outcomes = [await self._handle_one(parsed[0][1], redelivered, now)]
+        else:
+            outcomes = await asyncio.gather(*(self._handle_one(env, redelivered, now) for _, env in parsed))
         outgoing: list[Outgoing] = []
         for (entry_id, envelope), outcome in zip(parsed, outcomes, strict=True):
             if outcome is None:

@@ -32,8 +32,10 @@ class AutoPipeline:
         """Queue one command for the next round trip; await the returned future for its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
+        if not self._queue:  # the round trip starts once the coroutines ready now have queued theirs
+            task = loop.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._queue.append((queue, future))
         return future
 
@@ -41,13 +43,8 @@ class AutoPipeline:
         """The request's script in the shared round trip (loaded again on NOSCRIPT)."""
         return await run_script(lambda r: self.call(r.queue), self.redis, request)
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         batch, self._queue = self._queue, []
-        task = asyncio.create_task(self._execute(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _execute(self, batch: list[tuple[Queue, asyncio.Future[Any]]]) -> None:
         queued: list[tuple[Queue, asyncio.Future[Any]]] = []
         try:
             pipe = self.redis.pipeline(transaction=False)

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from redis.asyncio import Redis
@@ -30,6 +30,31 @@ async def test_concurrent_callers_each_get_their_own_reply(redis: Redis) -> None
     values = await asyncio.gather(*(auto.call(get(f"k{i}")) for i in range(200)))
 
     assert values == [f"v{i}".encode() for i in range(200)]
+
+
+async def test_commands_issued_in_one_loop_turn_share_one_round_trip(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 handlers that each reach a command in the same turn cost one pipeline; one issued
+    after that round trip returned goes in a round trip of its own."""
+    pipelines = 0
+    make_pipeline = redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return make_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "pipeline", counted)
+    auto = AutoPipeline(redis)
+
+    async def handler(i: int) -> object:
+        return await auto.call(lambda pipe: pipe.set(f"turn:{i}", i))
+
+    assert await asyncio.gather(*(handler(i) for i in range(200))) == [True] * 200
+    assert pipelines == 1
+    assert await auto.call(lambda pipe: pipe.get("turn:7")) == b"7"
+    assert pipelines == 2
 
 
 async def test_a_failing_command_fails_only_its_caller(redis: Redis) -> None:
