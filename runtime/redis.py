@@ -20,13 +20,16 @@ differ (scripts in a pipeline, see runtime/scripts.py; groups of partitioned str
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any, cast
 
 import hiredis
 import redis as sync_redis
 from faststream.redis import RedisBroker, RedisClusterBroker
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
@@ -60,10 +63,56 @@ def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class SocketTimedParser(_AsyncHiredisParser):
+    """hiredis, with the connection's `socket_timeout` on each read from the socket instead of
+    on each reply: a pipeline's hundreds of replies mostly come out of one read's buffer, and
+    redis-py's timer per reply (a loop timer set and cancelled) was a tenth of a booking
+    worker's CPU. A server that stops answering, before a reply or in the middle of a
+    pipeline's replies, still fails the read after `socket_timeout` (redis TimeoutError, and
+    the connection is dropped, as before)."""
+
+    read_timeout_s: float | None = None
+    """Set by PackedConnection.read_response for each reply: its socket timeout, or None when
+    the caller set a timeout of its own (then redis-py's timer applies, as without this class)."""
+
+    async def read_from_socket(self) -> bool:
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return cast(bool, await super().read_from_socket())  # type: ignore[no-untyped-call]
+        except builtins.TimeoutError:  # asyncio's; `TimeoutError` here is redis-py's
+            raise TimeoutError("Timeout reading from the socket") from None
+
+
 class PackedConnection(Connection):
     """Packs commands with hiredis (C) instead of redis-py's pure-Python packer, and writes a
     whole pipeline in one piece: at thousands of commands a second the packing was a tenth
-    of a worker's CPU (docs/performance.md)."""
+    of a worker's CPU (docs/performance.md). Its parser times each socket read
+    (SocketTimedParser), so a reply read from the buffer sets no timer."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"parser_class": SocketTimedParser, **kwargs})
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (redis-py's signature)
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        """A caller's own timeout is kept (redis-py's timer around the reply); without one the
+        parser times its socket reads (math.inf: redis-py sets no timer of its own)."""
+        parser = self._parser
+        if isinstance(parser, SocketTimedParser):
+            parser.read_timeout_s = self.socket_timeout if timeout is None else None
+            if timeout is None:
+                timeout = math.inf
+        return await super().read_response(
+            disable_decoding,
+            timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
 
     def pack_command(self, *args: Any) -> list[bytes]:
         name = args[0]
