@@ -138,15 +138,15 @@ class RedisClusterServers:
             client.close()
         raise LookupError(f"slot {slot} is not served")
 
-    def failover(self, index: int, timeout_s: float = 30.0) -> int:
-        """A replica of master `index` (its port, in `ports`) takes over with CLUSTER FAILOVER
-        (the manual kind: the master stops taking writes until the replica has caught up, then
-        they swap). Returns the new master's port once every node agrees again."""
+    def replica_ready(self, index: int, timeout_s: float = 30.0) -> int:
+        """The port of a replica of master `index` that can take over: its master knows it (by
+        gossip, which just after the cluster formed may take a while) and its replication link
+        is up (a manual failover needs the master to answer; before the first sync it times out
+        and changes nothing)."""
         master = redis.Redis(port=self.ports[index])
         deadline = time.monotonic() + timeout_s
         try:
             node_id = master.cluster("myid")
-            # a master learns of its replicas by gossip: just after the cluster formed, it may not yet
             while not (lines := master.cluster("replicas", node_id)) and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
@@ -157,6 +157,21 @@ class RedisClusterServers:
         first = next(iter(lines)) if isinstance(lines, dict) else lines[0].split()[1]
         first = first.decode() if isinstance(first, bytes) else first
         port = int(first.split("@")[0].rsplit(":", 1)[1])
+        replica = redis.Redis(port=port)
+        try:
+            while replica.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica {port} is not in sync with its master")
+                time.sleep(0.05)
+        finally:
+            replica.close()
+        return port
+
+    def failover(self, index: int, timeout_s: float = 30.0) -> int:
+        """A replica of master `index` (its port, in `ports`) takes over with CLUSTER FAILOVER
+        (the manual kind: the master stops taking writes until the replica has caught up, then
+        they swap). Returns the new master's port once every node agrees again."""
+        port = self.replica_ready(index, timeout_s)
         replica = redis.Redis(port=port)
         try:
             replica.cluster("failover")

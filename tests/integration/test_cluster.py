@@ -325,6 +325,9 @@ async def test_a_failover_to_a_replica_mid_load_loses_no_command_and_doubles_non
     client = await redis_client(replicated.url)
     old_master = replicated.ports[1]
     promoted: list[int] = []
+    # before the load: a fresh cluster's replica syncs a few seconds after it formed, and the
+    # fault must be the failover itself, not that wait
+    await asyncio.to_thread(replicated.replica_ready, 1)
 
     async def strike(workers: list[WorkerProcess]) -> None:
         promoted.append(await asyncio.to_thread(replicated.failover, 1))
