@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from runtime.redis import StreamRows
 from services.booking.scripts import BookRequest
 from shared.domain import Booking, BookingOutcome, BookingStatus
 from shared.keys import TenantKeys
@@ -100,7 +101,7 @@ async def serve(url: str, consumer: str) -> None:
     await BookRequest.SCRIPT.preload(redis)
     while True:
         rows = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+            StreamRows,
             await redis.xreadgroup(PLAIN_GROUP, consumer, {PLAIN_STREAM: ">"}, count=100, block=100),
         )
         for _, entries in rows:

@@ -31,7 +31,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from runtime.redis import connect, ensure_groups
+from runtime.redis import StreamRows, connect, ensure_groups
 from services.booking.scripts import ListRequest
 from services.booking.store import LOOKBACK_S
 from services.chat.toolbus import ToolBus
@@ -55,7 +55,7 @@ async def echo(url: str) -> None:
     redis = Redis.from_url(url)
     while True:
         rows = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+            StreamRows,
             await redis.xreadgroup(ECHO_GROUP, "echo-1", {ECHO_STREAM: ">"}, count=100, block=1_000),
         )
         for _, entries in rows:
@@ -88,7 +88,7 @@ async def plain_list(url: str) -> None:
     await ListRequest.SCRIPT.preload(redis)
     while True:
         rows = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+            StreamRows,
             await redis.xreadgroup(PLAIN_GROUP, "plain-1", {PLAIN_STREAM: ">"}, count=100, block=1_000),
         )
         for _, entries in rows:
@@ -119,7 +119,7 @@ async def raw_round_trips(redis: Redis, count: int, stream: str = ECHO_STREAM, c
         await redis.xadd(stream, fields)
         while True:
             rows = cast(
-                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                StreamRows,
                 await redis.xread({reply: last}, count=10, block=1_000),
             )
             if rows:
@@ -146,9 +146,7 @@ async def plain_reply(redis: Redis, call: str) -> Reply:
     """One request to the plain loop, its reply parsed (to check it lists what the worker does)."""
     reply = f"bench.reply.{uuid.uuid4().hex[:6]}"
     await redis.xadd(PLAIN_STREAM, {b"id": "check", b"reply": reply, b"call": call})
-    rows = cast(
-        list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], await redis.xread({reply: "0-0"}, block=5_000)
-    )
+    rows = cast(StreamRows, await redis.xread({reply: "0-0"}, block=5_000))
     return Reply.model_validate_json(rows[0][1][0][1][b"__data__"])
 
 

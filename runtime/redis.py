@@ -58,6 +58,11 @@ POOL_WAIT_S = 20
 RETRY_ON: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError, ConnectionResetError)
 
 
+StreamRows = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+"""What XREAD and XREADGROUP return on a bytes-mode client: per stream, its name and its
+entries as (entry id, fields)."""
+
+
 def as_text(value: bytes | str) -> str:
     """Replies of a bytes-mode client as text."""
     return value.decode() if isinstance(value, bytes) else value

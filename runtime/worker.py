@@ -71,7 +71,7 @@ from redis.exceptions import RedisError
 
 from runtime import metrics
 from runtime.logs import log_context
-from runtime.redis import as_text, sync_connect
+from runtime.redis import StreamRows, as_text, sync_connect
 from shared import streams
 from shared.messages import DomainError, Envelope, ErrorCode, Reply, ToolError
 from shared.settings import Settings
@@ -91,7 +91,6 @@ _DATA: Final = streams.DATA_FIELD.encode()
 
 Entry = tuple[bytes, Mapping[bytes, bytes]]
 """(entry id, fields) as read from the stream."""
-Rows = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +276,7 @@ class StreamWorker:
         self._tasks = []
         await asyncio.to_thread(self.heartbeat.stop)
 
-    async def _exchange(self, outgoing: Sequence[Outgoing], *, read: bool) -> Rows:
+    async def _exchange(self, outgoing: Sequence[Outgoing], *, read: bool) -> StreamRows:
         """One round trip: the acks (and deletions) of entries whose replies are stored, the
         replies and events of a handled batch, and (with `read`) the read of the next batch, in
         that order. Each entry's reply and events are checked when the round trip returns; its
@@ -310,7 +309,7 @@ class StreamWorker:
         rows = results[-1]
         if isinstance(rows, Exception):
             raise rows
-        return cast(Rows, rows or [])
+        return cast(StreamRows, rows or [])
 
     def _queue_acks(self, pipe: Any) -> tuple[list[bytes], list[bytes]]:
         """Move the pending acks (and deletions) onto `pipe`; returns them."""

@@ -16,6 +16,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from runtime.redis import StreamRows
 from services.calendar.store import CalendarStore
 from shared import streams
 from shared.domain import Calendar, TimeRange
@@ -174,7 +175,7 @@ class Replies:
 
     async def poll(self, block_ms: int = 100) -> None:
         rows = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+            StreamRows,
             await self.redis.xread({self.stream: self._last}, count=5_000, block=block_ms),
         )
         for _, entries in rows:

@@ -24,7 +24,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from runtime.outcomes import final_outcome
-from runtime.redis import ensure_groups
+from runtime.redis import StreamRows, ensure_groups
 from shared import streams
 from shared.messages import Envelope, ErrorCode, Reply, ToolError, utcnow
 from shared.tools import TOOLS
@@ -115,7 +115,7 @@ class ToolBus:
         while not self._stopping.is_set():
             try:
                 batches = cast(
-                    list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                    StreamRows,
                     await self.redis.xread({self.reply_to: self._last_id}, block=self.block_ms, count=500),
                 )
             except asyncio.CancelledError:
