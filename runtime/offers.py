@@ -80,13 +80,9 @@ def live_offers(fields: Mapping[bytes, bytes], now: int) -> list[Offered]:
     return offers
 
 
-def ref_field(ref: str) -> str:
-    """The field holding `<start epoch>|<duration s>|<calendar ids>` of a reference."""
-    return f"ref|{ref}"
-
-
 def start_of_ref(raw: bytes | str | None, calendar_id: str, ref: str, start: datetime | None) -> datetime:
-    """The start (UTC) of the slot offered under `ref` for `calendar_id`, from its `ref_field` value.
+    """The start (UTC) of the slot offered under `ref` for `calendar_id`, from the field recorded
+    under it (`<start epoch>|<duration s>|<calendar ids>`, read by lua/offers.lua's offered_ref).
 
     slot_not_offered when the conversation never had that reference or it was offered for
     other calendars; invalid_arguments when a start is given too and names another time.

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from runtime.offers import SlotHolds, ref_field, start_of_ref
+from runtime.offers import SlotHolds, start_of_ref
+from services.booking.store import BookingStore
 from shared.domain import CalendarSummary
-from shared.keys import TenantKeys
 from shared.messages import DomainError, ErrorCode
 
 HOUR = 3600
@@ -57,10 +57,10 @@ async def test_expired_offers_are_not_live(redis: Redis) -> None:
 async def offered_start(
     redis: Redis, conversation_id: str, calendar_id: str, ref: str, start: datetime | None
 ) -> datetime:
-    """The start `ref` names, resolved as the booking worker does: its recorded field (read
-    there by prefetch.lua) through `start_of_ref`."""
-    raw = await redis.hget(TenantKeys("t1").offers(conversation_id), ref_field(ref))
-    return start_of_ref(raw, calendar_id, ref, start)
+    """The start `ref` names, resolved as the booking worker does: the offer prefetch.lua
+    reads (lua/offers.lua's offered_ref), through `start_of_ref`."""
+    pre = await BookingStore(redis, 3600).prefetch("t1", "key", calendar_id, conversation_id, ref=ref, start=None)
+    return start_of_ref(pre.offer, calendar_id, ref, start)
 
 
 async def test_a_reference_resolves_only_for_its_calendar_and_its_own_start(redis: Redis) -> None:
