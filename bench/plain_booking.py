@@ -28,6 +28,14 @@ from shared.messages import Envelope, Reply
 PLAIN_STREAM = "bench.plain"
 PLAIN_GROUP = "plain"
 TTL_S = 48 * 3600
+RESULT = "@RESULT@"
+
+
+def reply_around(envelope: Envelope) -> tuple[str, str]:
+    """The JSON our worker writes as the reply to `envelope`, before and after its result
+    (`Reply.ok_json`), so a plain loop writes the same bytes with its script's result between."""
+    head, tail = Reply.ok_json(envelope, RESULT).split(RESULT)
+    return head, tail
 
 
 def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
@@ -82,16 +90,8 @@ def plain_call(envelope: Envelope, booking_id: str, now: int) -> str:
         user_id=envelope.user_id,
         booking_json=booking.model_dump_json(),
     )
-    call = {
-        "keys": request.keys(),
-        "args": request.argv(),
-        "reply_to": envelope.reply_to,
-        # the reply as our worker writes it, with the script's result spliced in at `result`
-        "reply_head": Reply(
-            correlation_id=envelope.correlation_id, message_id=envelope.message_id, type="book_meeting"
-        ).model_dump_json()[:-1]
-        + ',"result":',
-    }
+    head, tail = reply_around(envelope)
+    call = {"keys": request.keys(), "args": request.argv(), "reply_to": envelope.reply_to, "head": head, "tail": tail}
     return json.dumps(call)
 
 
@@ -115,7 +115,7 @@ async def serve(url: str, consumer: str) -> None:
             for (entry_id, _), call, result in zip(entries, calls, results, strict=True):
                 if isinstance(result, Exception):
                     continue
-                reply = call["reply_head"].encode() + result[1] + b"}"
+                reply = call["head"].encode() + result[1] + call["tail"].encode()
                 pipe.xadd(call["reply_to"], {b"__data__": reply}, maxlen=10_000, approximate=True)
                 pipe.xadd("bench.plain.events", {b"__data__": result[2]}, maxlen=100_000, approximate=True)
                 done.append(entry_id)

@@ -31,6 +31,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
+from bench.plain_booking import reply_around
 from runtime.redis import StreamRows, connect, ensure_groups
 from services.booking.scripts import ListRequest
 from services.booking.store import LOOKBACK_S
@@ -46,7 +47,6 @@ ECHO_STREAM = "bench.echo"
 ECHO_GROUP = "echo"
 PLAIN_STREAM = "bench.plain-list"
 PLAIN_GROUP = "plain"
-SPLICE = "@RESULT@"
 GOAL_RATIO = 2.0
 
 
@@ -76,7 +76,7 @@ def plain_list_call(envelope: Envelope) -> str:
         lo=int(time.time()) - LOOKBACK_S,
         hi="+inf",
     )
-    head, tail = Reply.ok_json(envelope, SPLICE).split(SPLICE)
+    head, tail = reply_around(envelope)
     return json.dumps({"keys": request.keys(), "args": request.argv(), "head": head, "tail": tail})
 
 
